@@ -1,0 +1,1 @@
+"""ComponentResources of the Memos deployment, one per file."""

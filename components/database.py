@@ -1,0 +1,212 @@
+"""PostgreSQL 18 with pgvector in one container, tuned for its host, plus its roles and passwords.
+
+Creates the superuser and app passwords (pulumi-random), the pinned pgvector image, the database
+container (settings as `-c` flags from the memory plan, passwords and init script as files), and a
+role job that gives the app a least-privilege login role. The container has a fixed name and the data
+volume, so it is always deleted before its replacement starts: two servers must never share a data
+directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+import pulumi_random as random
+
+from lib.app_env import dsn
+from lib.database_sql import INIT_SQL, role_job_sql, scram_sha256_verifier
+from lib.tuning import MemoryPlan
+
+POSTGRES_PORT = 5432
+POSTGRES_UID = "999"
+PASSWORD_FILE = "/run/secrets/postgres-superuser-password"  # noqa: S105 (a path, not a password)
+INIT_FILE = "/docker-entrypoint-initdb.d/10-extensions.sql"
+#: The pgvector image for PostgreSQL 18 keeps PGDATA in /var/lib/postgresql/18/docker and declares
+#: /var/lib/postgresql as its volume; mounting the old .../data path would leave the data unmounted.
+DATA_MOUNT = "/var/lib/postgresql"
+NETWORK_ALIAS = "postgres"
+
+
+@dataclass(frozen=True)
+class PgvectorDatabaseArgs:
+    """Inputs of PgvectorDatabase."""
+
+    #: Pinned image reference, e.g. pgvector/pgvector:0.8.6-pg18-trixie.
+    image: str
+    #: Fixed container name (jobs address the container by it).
+    container_name: str
+    #: Docker network to join (with the alias "postgres").
+    network_name: pulumi.Input[str]
+    #: Named volume that holds the cluster.
+    data_volume_name: pulumi.Input[str]
+    #: Memory limits and server settings for this host.
+    plan: MemoryPlan
+    #: Loopback host port to publish (dev only); None publishes nothing.
+    host_port: int | None
+    #: Database the app uses, and the role that owns it.
+    database: str
+    app_role: str
+    #: Bump to generate a new app password (rotation); the role job applies it.
+    app_password_generation: int
+    #: Bump to generate a new superuser password; the role job applies it.
+    superuser_password_generation: int
+    #: argv prefix that runs a command on the Docker host.
+    shell_prefix: pulumi.Input[Sequence[str]]
+    #: Labels for the container.
+    labels: Mapping[str, str]
+
+
+class PgvectorDatabase(pulumi.ComponentResource):
+    """The database server, its passwords and the app's login role."""
+
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    container_name: pulumi.Output[str]
+    app_dsn: pulumi.Output[str]
+    superuser_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PgvectorDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("memos:index:PgvectorDatabase", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def password(role: str, generation: int) -> random.RandomPassword:
+            # Alphanumeric only, so the password sits in a DSN unescaped; 32 chars is ~190 bits.
+            return random.RandomPassword(
+                f"{name}-{role}-password",
+                length=32,
+                special=False,
+                min_lower=1,
+                min_upper=1,
+                min_numeric=1,
+                keepers={"generation": str(generation)},
+                opts=child,
+            )
+
+        superuser_password = pulumi.Output.secret(password("superuser", args.superuser_password_generation).result)
+        app_password = pulumi.Output.secret(password("app", args.app_password_generation).result)
+
+        image = docker.RemoteImage(
+            f"{name}-image",
+            name=args.image,
+            keep_locally=True,
+            opts=child,
+        )
+
+        plan = args.plan
+        container = docker.Container(
+            f"{name}-server",
+            name=args.container_name,
+            image=image.image_id,
+            command=["postgres", *plan.command_flags()],
+            envs=[
+                "POSTGRES_USER=postgres",
+                f"POSTGRES_DB={args.database}",
+                f"POSTGRES_PASSWORD_FILE={PASSWORD_FILE}",
+                # Trust only on the container's own socket (jobs use `docker exec`), SCRAM over TCP.
+                "POSTGRES_INITDB_ARGS=--auth-local=trust --auth-host=scram-sha-256",
+            ],
+            uploads=[
+                docker.ContainerUploadArgs(
+                    file=PASSWORD_FILE,
+                    content=superuser_password,
+                    permissions="0400",
+                    owner="0",
+                    group="0",
+                ),
+                docker.ContainerUploadArgs(file=INIT_FILE, content=INIT_SQL, permissions="0444"),
+            ],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                # Over TCP on loopback: during first-time init the entrypoint's temporary server
+                # listens on the socket only, so the check cannot pass before the init script ran.
+                tests=[
+                    "CMD",
+                    "pg_isready",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(POSTGRES_PORT),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    args.database,
+                ],
+                interval="10s",
+                timeout="5s",
+                retries=5,
+                start_period="120s",
+                start_interval="2s",
+            ),
+            wait=True,
+            wait_timeout=300,
+            restart="unless-stopped",
+            memory=plan.database_limit_mib,
+            memory_swap=plan.database_limit_mib,
+            shm_size=plan.shm_size_mib,
+            log_driver="json-file",
+            log_opts={"max-size": "10m", "max-file": "3"},
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, aliases=[NETWORK_ALIAS])],
+            ports=(
+                [docker.ContainerPortArgs(internal=POSTGRES_PORT, external=args.host_port, ip="127.0.0.1")]
+                if args.host_port is not None
+                else []
+            ),
+            volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path=DATA_MOUNT)],
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
+            # The image stops on SIGINT (fast shutdown with a checkpoint); give it time to finish
+            # instead of the provider's default of an immediate kill.
+            stop_timeout=60,
+            destroy_grace_seconds=60,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                delete_before_replace=True,
+                replace_on_changes=["healthcheck"],
+            ),
+        )
+
+        sql = pulumi.Output.all(app_password, superuser_password).apply(
+            lambda pw: role_job_sql(
+                database=args.database,
+                app_role=args.app_role,
+                app_verifier=scram_sha256_verifier(pw[0], salt_context=args.app_role),
+                superuser_verifier=scram_sha256_verifier(pw[1], salt_context="postgres"),
+            )
+        )
+        psql = ["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", "-U", "postgres", "-d", args.database]
+        command.local.Command(
+            f"{name}-role-job",
+            create=pulumi.Output.all(args.shell_prefix, container.name).apply(
+                lambda parts: shlex.join([*parts[0], "docker", "exec", "-i", parts[1], *psql])
+            ),
+            stdin=pulumi.Output.secret(sql),
+            # Re-run on a new server container too: a recreated volume has no app role yet.
+            triggers=[container.id],
+            logging=command.local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
+        )
+
+        self.host = pulumi.Output.from_input(NETWORK_ALIAS)
+        self.port = pulumi.Output.from_input(POSTGRES_PORT)
+        self.container_name = container.name
+        self.superuser_password = superuser_password
+        # Consumers order themselves after the role job by depending on this component; the DSN
+        # itself depends only on the password, so a re-run job never shows up as an app change.
+        self.app_dsn = pulumi.Output.secret(
+            app_password.apply(
+                lambda pw: dsn(
+                    user=args.app_role, password=pw, host=NETWORK_ALIAS, port=POSTGRES_PORT, database=args.database
+                )
+            )
+        )
+        self.register_outputs(
+            {
+                "host": self.host,
+                "port": self.port,
+                "container_name": self.container_name,
+                "app_dsn": self.app_dsn,
+            }
+        )

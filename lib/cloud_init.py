@@ -1,0 +1,153 @@
+"""The production host's cloud-config, built as data and dumped with a YAML library.
+
+On first boot it: adds the Docker CE apt repository from a mirror reachable in mainland China; writes
+/etc/docker/daemon.json (registry mirrors, log rotation, live-restore, data root on the data disk);
+waits for the separately attached data disk, formats it only if it carries no filesystem or partition
+table, and mounts it by UUID; makes Docker refuse to start unless that disk is mounted; creates a
+swap file; and only then installs and starts Docker. Nothing in it is secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+DATA_MOUNT = "/data"
+DOCKER_ROOT = f"{DATA_MOUNT}/docker"
+BACKUP_DIR = f"{DATA_MOUNT}/backups"
+#: Fingerprint of Docker's apt signing key (download.docker.com/linux/ubuntu/gpg), which the mirror
+#: republishes unchanged; apt refuses packages signed by anything else.
+DOCKER_APT_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
+MOUNT_SCRIPT = "/usr/local/sbin/memos-mount-data-disk"
+
+_MOUNT_SCRIPT = f"""\
+#!/bin/sh
+# Mounts the data disk whose serial number is $1 on {DATA_MOUNT}. Waits for it to be attached (the
+# disk is attached after the instance boots), creates a filesystem only when the device carries
+# no signature at all, and records it in /etc/fstab by UUID.
+set -eu
+serial="$1"
+device=""
+waited=0
+while [ -z "$device" ]; do
+  device=$(lsblk -dnpo NAME,SERIAL | awk -v serial="$serial" '$2 == serial {{ print $1 }}')
+  if [ -z "$device" ]; then
+    if [ "$waited" -ge 600 ]; then
+      echo "data disk with serial $serial is not attached after 600 s" >&2
+      exit 1
+    fi
+    sleep 2
+    waited=$((waited + 2))
+  fi
+done
+if ! blkid -p "$device" >/dev/null 2>&1; then
+  mkfs.ext4 -q -L memos-data "$device"
+fi
+uuid=$(blkid -s UUID -o value "$device")
+if [ -z "$uuid" ]; then
+  echo "$device has a signature but no filesystem UUID; refusing to touch it" >&2
+  exit 1
+fi
+mkdir -p {DATA_MOUNT}
+grep -q "^UUID=$uuid " /etc/fstab || echo "UUID=$uuid {DATA_MOUNT} ext4 defaults,nofail 0 2" >> /etc/fstab
+mountpoint -q {DATA_MOUNT} || mount {DATA_MOUNT}
+mkdir -p {DOCKER_ROOT} {BACKUP_DIR}
+"""
+
+
+@dataclass(frozen=True)
+class CloudInitInputs:
+    #: Serial number of the data disk as the guest sees it (the disk id without "d-").
+    data_disk_serial: str
+    registry_mirrors: Sequence[str]
+    docker_ce_mirror: str
+    swap_mb: int
+
+
+def daemon_json(registry_mirrors: Sequence[str]) -> dict[str, Any]:
+    """/etc/docker/daemon.json: logs rotate, containers survive a daemon restart, data on the data disk."""
+    config: dict[str, Any] = {
+        "data-root": DOCKER_ROOT,
+        "live-restore": True,
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+    }
+    if registry_mirrors:
+        config["registry-mirrors"] = list(registry_mirrors)
+    return config
+
+
+def disk_serial(disk_id: str) -> str:
+    """The serial number the guest reports for an Alibaba Cloud disk: its id without the `d-` prefix."""
+    return disk_id.removeprefix("d-")
+
+
+def cloud_config(inputs: CloudInitInputs) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "package_update": True,
+        "apt": {
+            "sources": {
+                "docker-ce.list": {
+                    "source": (
+                        f"deb [arch=amd64 signed-by=$KEY_FILE] {inputs.docker_ce_mirror}/linux/ubuntu $RELEASE stable"
+                    ),
+                    "keyid": DOCKER_APT_KEY_FINGERPRINT,
+                },
+            },
+        },
+        "write_files": [
+            {
+                "path": "/etc/docker/daemon.json",
+                "permissions": "0644",
+                "content": json.dumps(daemon_json(inputs.registry_mirrors), indent=2, sort_keys=True) + "\n",
+            },
+            {
+                # Docker must never start with its data root on the system disk.
+                "path": "/etc/systemd/system/docker.service.d/10-data-disk.conf",
+                "permissions": "0644",
+                "content": f"[Unit]\nRequiresMountsFor={DATA_MOUNT}\n",
+            },
+            {
+                "path": "/etc/sysctl.d/90-memos.conf",
+                "permissions": "0644",
+                # Swap is the host's last resort: containers have no swap of their own.
+                "content": "vm.swappiness = 10\n",
+            },
+            {"path": MOUNT_SCRIPT, "permissions": "0755", "content": _MOUNT_SCRIPT},
+        ],
+        "runcmd": [
+            [MOUNT_SCRIPT, inputs.data_disk_serial],
+            ["sysctl", "--system"],
+            ["systemctl", "daemon-reload"],
+            [
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                *DOCKER_PACKAGES,
+            ],
+            ["systemctl", "enable", "--now", "docker"],
+        ],
+        # Key-only logins: the admin key arrives through the ECS key pair, not through user data.
+        "ssh_pwauth": False,
+    }
+    if inputs.swap_mb:
+        config["swap"] = {
+            "filename": "/swapfile",
+            "size": inputs.swap_mb * 1024 * 1024,
+            "maxsize": inputs.swap_mb * 1024 * 1024,
+        }
+    return config
+
+
+def render(inputs: CloudInitInputs) -> str:
+    """The user data document: `#cloud-config` and the YAML dump of cloud_config()."""
+    body = yaml.safe_dump(cloud_config(inputs), sort_keys=False, default_flow_style=False, width=1000)
+    return "#cloud-config\n" + body

@@ -1,0 +1,333 @@
+"""Runs the Pulumi program on the SDK's mock engine and records everything it registered.
+
+Used by the test suite and by the offline check. The stack config is assembled the way the CLI does
+it (project defaults from Pulumi.yaml, then Pulumi.<stack>.yaml, then secrets), the program runs with
+`preview=False` so every `apply` executes, and a recording monitor keeps each resource's inputs *and*
+its resource options (protect, retainOnDelete, deleteBeforeReplace, ...), which the plain mock API
+does not expose. Secret inputs are detected by the SDK's secret signature on the wire, before the
+mock unwraps them. The mocks answer the cloud lookups from small tables of real-world facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.settings import get_root_resource, set_root_resource
+from pulumi.runtime.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+PROJECT = "memos"
+
+#: Instance types the mocked lookup knows, with (vCPUs, GiB), as `get_instance_types` reports them.
+INSTANCE_TYPES: Mapping[str, tuple[int, float]] = {
+    "ecs.e-c1m1.large": (2, 2.0),
+    "ecs.u1-c1m1.large": (2, 2.0),
+    "ecs.e-c1m2.large": (2, 4.0),
+    "ecs.c7.large": (2, 4.0),
+    "ecs.t6-c1m1.large": (2, 2.0),
+}
+ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j", "cn-hangzhou-k")
+IMAGES = ("ubuntu_24_04_x64_20G_alibase_20250722.vhd", "ubuntu_22_04_x64_20G_alibase_20250722.vhd")
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Project defaults from Pulumi.yaml overlaid with Pulumi.<stack>.yaml and `overrides`.
+
+    Keys are fully qualified (`memos:appImage`), values are strings as the CLI hands them over.
+    Secure (encrypted) stack values are skipped: a real passphrase would be needed to read them.
+    """
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    config: dict[str, str] = {}
+    for key, spec in (project.get("config") or {}).items():
+        default = spec.get("default") if isinstance(spec, dict) else spec
+        if default is not None:
+            config[key if ":" in key else f"{PROJECT}:{key}"] = _config_value(default)
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+            if isinstance(value, dict) and "secure" in value:
+                continue
+            config[key if ":" in key else f"{PROJECT}:{key}"] = _config_value(value)
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = _config_value(value)
+    return config
+
+
+@dataclass
+class Registered:
+    """One RegisterResource request: type, name, inputs, options."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: dict[str, Any]
+    secret_paths: frozenset[str]
+    options: dict[str, Any]
+    #: What the mocks answered for it: the physical id and output properties.
+    mock_id: str = ""
+    mock_outputs: dict[str, Any] = field(default_factory=lambda: {})
+
+
+def _walk_secrets(value: Any, path: str, found: set[str]) -> Any:
+    """Strip secret wrappers from a wire value, recording the property paths that were secret."""
+    if isinstance(value, dict):
+        if value.get(pulumi.runtime.rpc._special_sig_key) == SECRET_SIG:  # pyright: ignore[reportPrivateUsage]
+            found.add(path)
+            return _walk_secrets(value.get("value"), path, found)
+        return {k: _walk_secrets(v, f"{path}.{k}" if path else k, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk_secrets(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire's Struct has only doubles; the program sent an int
+    return value
+
+
+def _fake_password(seed: str, length: int) -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+    digest = hashlib.sha256(seed.encode()).digest() * 4
+    text = "".join(alphabet[b % len(alphabet)] for b in digest)[: length - 3]
+    return "Aa9" + text
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers registrations with the outputs the real providers compute, and the cloud lookups."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        typ = args.typ
+        resource_id = f"{args.name}-id"
+        if typ == "random:index/randomPassword:RandomPassword":
+            keepers = json.dumps(args.inputs.get("keepers", {}), sort_keys=True)
+            outputs["result"] = _fake_password(f"{args.name}:{keepers}", int(args.inputs.get("length", 16)))
+        elif typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs["name"]).encode()).hexdigest()
+            outputs["repoDigest"] = f"{args.inputs['name']}@sha256:{hashlib.sha256(args.name.encode()).hexdigest()}"
+        elif typ == "docker:index/container:Container":
+            outputs.setdefault("name", f"{args.name}-{hashlib.sha256(args.name.encode()).hexdigest()[:7]}")
+            resource_id = hashlib.sha256(args.name.encode()).hexdigest()
+        elif typ == "alicloud:ecs/ecsDisk:EcsDisk":
+            resource_id = "d-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
+        elif typ == "alicloud:ecs/instance:Instance":
+            resource_id = "i-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
+            outputs["publicIp"] = "198.51.100.20"
+            outputs["privateIp"] = "172.16.1.10"
+        elif typ == "command:local:Command":
+            outputs["stdout"] = ""
+            outputs["stderr"] = ""
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "alicloud:index/getZones:getZones":
+            instance_type = args.args.get("availableInstanceType")
+            zones = [z for z in ZONES if instance_type is None or instance_type in INSTANCE_TYPES]
+            return {
+                "zones": [
+                    {
+                        "id": z,
+                        "localName": z,
+                        "availableInstanceTypes": [],
+                        "availableDiskCategories": [],
+                        "availableResourceCreations": [],
+                        "multiZoneIds": [],
+                        "slbSlaveZoneIds": [],
+                    }
+                    for z in zones
+                ],
+                "ids": zones,
+            }, []
+        if args.token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":
+            wanted = args.args.get("instanceType")
+            types = [
+                {
+                    "id": name,
+                    "cpuCoreCount": cpus,
+                    "memorySize": mem,
+                    "family": name.rsplit(".", 1)[0],
+                    "availabilityZones": list(ZONES),
+                }
+                for name, (cpus, mem) in INSTANCE_TYPES.items()
+                if wanted in (None, name)
+            ]
+            return {"instanceTypes": types, "ids": [t["id"] for t in types]}, []
+        if args.token == "alicloud:ecs/getImages:getImages":
+            wanted = args.args.get("imageId")
+            images = [{"id": i, "imageId": i, "name": i} for i in IMAGES if wanted in (None, i)]
+            return {"images": images, "ids": [i["id"] for i in images]}, []
+        raise AssertionError(f"the program made an invoke the mocks do not know: {args.token}")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A mock monitor that also keeps every registration's inputs, secrets and options."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.registered: dict[str, Registered] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        wire = json_format.MessageToDict(request.object)
+        secrets: set[str] = set()
+        inputs = _walk_secrets(wire, "", secrets)
+        urn = response.urn
+        answered = self.resources[urn]
+        self.registered[urn] = Registered(
+            type=request.type,
+            name=request.name,
+            urn=urn,
+            parent=request.parent,
+            inputs=inputs,
+            secret_paths=frozenset(secrets),
+            options={
+                "protect": request.protect if request.HasField("protect") else None,
+                "retain_on_delete": request.retainOnDelete if request.HasField("retainOnDelete") else None,
+                "delete_before_replace": request.deleteBeforeReplace,
+                "ignore_changes": sorted(request.ignoreChanges),
+                "replace_on_changes": sorted(request.replaceOnChanges),
+                "additional_secret_outputs": sorted(request.additionalSecretOutputs),
+                "dependencies": sorted(request.dependencies),
+                "provider": request.provider,
+                "aliases": [json_format.MessageToDict(a) for a in request.aliases],
+                "custom": request.custom,
+            },
+            mock_id=answered.id,
+            mock_outputs=dict(answered.state),
+        )
+        return response
+
+
+@dataclass
+class StackRun:
+    """Everything one run of the program registered."""
+
+    stack: str
+    config: dict[str, str]
+    resources: dict[str, Registered]
+    outputs: dict[str, Any]
+    output_secrets: set[str]
+    calls: list[tuple[str, dict[str, Any]]]
+    warnings: list[str]
+
+    def by_name(self, name: str) -> Registered:
+        matches = [r for r in self.resources.values() if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(
+                f"{len(matches)} resources are named {name!r}; names: {sorted(r.name for r in self.resources.values())}"
+            )
+        return matches[0]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources.values() if r.type == typ]
+
+    def names(self) -> set[str]:
+        return {r.name for r in self.resources.values()}
+
+
+class _WarningCollector:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def debug(self, msg: str) -> None:
+        pass
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def warning(self, msg: str) -> None:
+        self.messages.append(msg)
+
+    def error(self, msg: str) -> None:
+        self.messages.append(f"error: {msg}")
+
+
+def run_program(
+    stack: str,
+    overrides: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    plain_secrets: Mapping[str, str] | None = None,
+) -> StackRun:
+    """Run __main__.py for `stack` with config overrides and secret config values.
+
+    `plain_secrets` are set without the secret flag, as `pulumi config set` without `--secret` would.
+    Raises pulumi.RunError with the program's one-line message when the config is invalid.
+    """
+    config = stack_config(stack, overrides)
+    secret_keys: list[str] = []
+    for key, value in (secrets or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        config[full] = value
+        secret_keys.append(full)
+    for key, value in (plain_secrets or {}).items():
+        config[key if ":" in key else f"{PROJECT}:{key}"] = value
+
+    mocks = RecordingMocks()
+    monitor = RecordingMonitor(mocks)
+    logger = _WarningCollector()
+    # A fresh root stack per run, so that each run registers its own resources and outputs.
+    set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=logger)  # type: ignore[arg-type]
+    set_all_config(config, secret_keys)
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+    outputs: dict[str, Any] = {}
+    output_secrets: set[str] = set()
+
+    async def collect_outputs(exported: Mapping[str, Any]) -> None:
+        for name, value in exported.items():
+            output = pulumi.Output.from_input(value)
+            outputs[name] = await output.future()
+            if await output.is_secret():
+                output_secrets.add(name)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[None]:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        root = get_root_resource()
+        assert isinstance(root, Stack)
+        # set_mocks registers the root stack's outputs before the program runs, so the exports
+        # are read from the stack object itself.
+        return pulumi.Output.from_input(collect_outputs(dict(root.outputs)))  # type: ignore[arg-type]
+
+    program()
+    return StackRun(
+        stack=stack,
+        config=config,
+        resources=dict(monitor.registered),
+        outputs=outputs,
+        output_secrets=output_secrets,
+        calls=list(mocks.calls),
+        warnings=list(logger.messages),
+    )
