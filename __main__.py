@@ -10,7 +10,7 @@ import pulumi
 from components.app import MemosApp, MemosAppArgs
 from components.database import PgvectorDatabase, PgvectorDatabaseArgs
 from components.docker_target import DockerTarget, local_docker_target, remote_docker_target
-from components.ecs_host import EcsHost, EcsHostArgs, ssh_options
+from components.ecs_host import EcsHost, EcsHostArgs, operator_ssh_command, ssh_options
 from components.network import AppNetwork, AppNetworkArgs
 from components.volumes import DataVolumes, DataVolumesArgs
 from lib.app_env import app_environment
@@ -21,25 +21,18 @@ from settings import StackSettings, from_pulumi_config
 def docker_target(s: StackSettings, tags: dict[str, str]) -> DockerTarget:
     if s.ecs is None:
         return local_docker_target()
-    host = EcsHost(
-        "host",
-        EcsHostArgs(
-            ecs=s.ecs,
-            name_prefix=s.name_prefix,
-            vcpus=s.database.plan.host.vcpus,
-            memory_mib=s.database.plan.host.memory_mib,
-            protect=s.protect_data,
-            public_app_port=s.app.host_port if s.app.public else None,
-            ram_role_name=None,
-            tags=tags,
-        ),
-    )
+    ecs = s.ecs
+    host = EcsHost("host", EcsHostArgs(
+        ecs=ecs, name_prefix=s.name_prefix, stack=s.stack, protect=s.protect_data, tags=tags,
+        vcpus=s.database.plan.host.vcpus, memory_mib=s.database.plan.host.memory_mib,
+        public_app_port=s.app.host_port if s.app.public else None, ram_role_name=None,
+    ))  # fmt: skip
     pulumi.export("public_ip", host.public_ip)
-    pulumi.export("ssh_command", host.public_ip.apply(lambda ip: f"ssh {s.ecs.ssh_user}@{ip}" if s.ecs else ""))
-    pulumi.export("docker_host", host.public_ip.apply(lambda ip: f"ssh://{s.ecs.ssh_user}@{ip}" if s.ecs else ""))
+    pulumi.export("ssh_command", host.public_ip.apply(lambda ip: operator_ssh_command(ecs, s.stack, ip)))
+    pulumi.export("docker_host", host.public_ip.apply(lambda ip: f"ssh://{ecs.ssh_user}@{ip}"))
     pulumi.export("cloud_init_sha256", host.cloud_init_sha256)
     return remote_docker_target(
-        user=s.ecs.ssh_user, address=host.public_ip, ssh_options=ssh_options(s.ecs), ready=host.ready
+        user=ecs.ssh_user, address=host.public_ip, ssh_options=ssh_options(ecs, s.stack), ready=host.ready
     )
 
 

@@ -109,6 +109,7 @@ class EcsSettings:
     registry_mirrors: tuple[str, ...]
     docker_ce_mirror: str
     bandwidth_mbps: int
+    instance_deletion_protection: bool
     vpc_cidr: str
     vswitch_cidr: str
 
@@ -205,7 +206,8 @@ def _ecs(values: ConfigValues) -> EcsSettings:
         swap_mb=values.integer("swapMb", minimum=0, maximum=16384),
         registry_mirrors=mirrors,
         docker_ce_mirror=_url("dockerCeMirror", values.string("dockerCeMirror")),
-        bandwidth_mbps=values.integer("internetMaxBandwidthOut", minimum=1, maximum=100),
+        bandwidth_mbps=values.integer("internetMaxBandwidthOut", minimum=1, maximum=200),
+        instance_deletion_protection=values.boolean("instanceDeletionProtection"),
         vpc_cidr=vpc,
         vswitch_cidr=vswitch,
     )

@@ -2,11 +2,14 @@
 
 Creates a VPC and vSwitch, a security group whose rules are keyed by name, a key pair from the
 operator's public key, the instance (shape, zone and image confirmed by lookups before anything is
-created), and a separate encrypted data disk with daily automatic snapshots that outlives the
-instance. A readiness command blocks until cloud-init has finished and Docker answers with its data
-root on that disk; every Docker resource of the stack waits for it. When the instance is replaced
-or destroyed, the same command first stops Docker and unmounts the data disk on the old host, so the
-disk is never detached while PostgreSQL is writing to it.
+created), an elastic IP, and a separate encrypted data disk with daily automatic snapshots that
+outlives the instance. A readiness command blocks until cloud-init has finished and Docker answers
+with its data root on that disk; every Docker resource of the stack waits for it.
+
+Docker's whole state lives on the data disk and the address is an elastic IP, so a replaced instance
+comes back with the same containers at the same address and the Docker resources do not change.
+Before the disk leaves the old instance, the readiness command's delete step stops the containers
+and unmounts the disk there, so it is never detached while PostgreSQL is writing to it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ class EcsHostArgs:
     #: Shape the memory plan assumes; the instance type must have exactly this.
     vcpus: int
     memory_mib: int
-    #: Protect and retain the data disk; turn on deletion protection for the instance.
+    #: Stack name (keeps this stack's SSH host keys apart from others).
+    stack: str
+    #: Protect and retain the data disk and the elastic IP.
     protect: bool
     #: Public app port when no proxy fronts the app, else None.
     public_app_port: int | None
@@ -49,25 +54,39 @@ class EcsHostArgs:
     tags: Mapping[str, str]
 
 
-def ssh_options(ecs: EcsSettings) -> list[str]:
+def known_hosts_file(stack: str) -> str:
+    return f"~/.ssh/memos-{stack}.known_hosts"
+
+
+def ssh_options(ecs: EcsSettings, stack: str) -> list[str]:
     """Options for the system `ssh` client, shared by the Docker provider and the host commands.
 
     The key comes from the agent, or from the configured key file; it is never read by Pulumi.
-    A new host's key is accepted on first contact and pinned from then on.
+    A new instance's host key is accepted on first contact (the readiness command forgets the
+    previous instance's key when it runs for a new one) and pinned from then on, in a file of this
+    stack's own.
     """
-    options = [
-        "-o",
+    settings = [
         "BatchMode=yes",
-        "-o",
         "StrictHostKeyChecking=accept-new",
-        "-o",
+        f"UserKnownHostsFile={known_hosts_file(stack)}",
         "ConnectTimeout=10",
-        "-o",
         "ServerAliveInterval=30",
     ]
     if ecs.ssh_private_key_path:
-        options += ["-o", "IdentitiesOnly=yes", "-i", ecs.ssh_private_key_path]
+        settings.append("IdentitiesOnly=yes")
+    options = [arg for setting in settings for arg in ("-o", setting)]
+    if ecs.ssh_private_key_path:
+        options += ["-i", ecs.ssh_private_key_path]
     return options
+
+
+def operator_ssh_command(ecs: EcsSettings, stack: str, address: str) -> str:
+    """An interactive `ssh` command for operators, using this stack's pinned host key."""
+    options = ["-o", f"UserKnownHostsFile={known_hosts_file(stack)}"]
+    if ecs.ssh_private_key_path:
+        options += ["-i", ecs.ssh_private_key_path]
+    return shlex.join(["ssh", *options, f"{ecs.ssh_user}@{address}"])
 
 
 def ready_script() -> str:
@@ -209,12 +228,10 @@ class EcsHost(pulumi.ComponentResource):
             vswitch_id=vswitch.id,
             security_groups=[group.id],
             key_name=key_pair.key_pair_name,
-            internet_charge_type="PayByTraffic",
-            internet_max_bandwidth_out=ecs.bandwidth_mbps,
             system_disk_category=ecs.disk_category,
             system_disk_size=ecs.system_disk_gb,
             system_disk_encrypted=True,
-            deletion_protection=args.protect,
+            deletion_protection=ecs.instance_deletion_protection,
             # The security agent's memory is budgeted nowhere on a 2 GiB host.
             security_enhancement_strategy="Deactive",
             role_name=args.ram_role_name,
@@ -237,19 +254,46 @@ class EcsHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
-        ssh = pulumi.Output.all(instance.public_ip, instance.id, attachment.id).apply(
-            lambda parts: shlex.join(["ssh", *ssh_options(ecs), f"{ecs.ssh_user}@{parts[0]}"])
+        public_ip = alicloud.ecs.EipAddress(
+            f"{name}-public-ip",
+            address_name=f"{prefix}-ip",
+            description="Memos host address; stays when the instance is replaced",
+            bandwidth=str(ecs.bandwidth_mbps),
+            internet_charge_type="PayByTraffic",
+            payment_type="PayAsYouGo",
+            isp="BGP",
+            deletion_protection=args.protect,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        association = alicloud.ecs.EipAssociation(
+            f"{name}-public-ip-association",
+            allocation_id=public_ip.id,
+            instance_id=instance.id,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+        address = public_ip.ip_address
+        ssh = address.apply(lambda ip: shlex.join(["ssh", *ssh_options(ecs, args.stack), f"{ecs.ssh_user}@{ip}"]))
+        forget_old_host_key = address.apply(
+            lambda ip: (
+                f'mkdir -p "$HOME/.ssh" && {{ ssh-keygen -R {shlex.quote(ip)} '
+                f'-f "$HOME/.ssh/memos-{args.stack}.known_hosts" >/dev/null 2>&1 || true; }}'
+            )
         )
         self.ready = command.local.Command(
             f"{name}-docker-ready",
-            create=ssh.apply(lambda prefix_cmd: f"{prefix_cmd} -o ConnectionAttempts=60 {shlex.quote(ready_script())}"),
+            create=pulumi.Output.all(forget_old_host_key, ssh).apply(
+                lambda parts: f"{parts[0]} && {parts[1]} -o ConnectionAttempts=60 {shlex.quote(ready_script())}"
+            ),
             delete=ssh.apply(lambda prefix_cmd: f"{prefix_cmd} {shlex.quote(drain_script())}"),
-            triggers=[instance.id, attachment.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            # Runs again for every new instance, disk attachment or address association.
+            triggers=[instance.id, attachment.id, association.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, association]),
         )
 
         pulumi.Output.all(instance.user_data, user_data).apply(_warn_on_cloud_init_drift)
-        self.public_ip = instance.public_ip
+        self.public_ip = address
         self.instance_id = instance.id
         self.data_disk_id = data_disk.id
         self.cloud_init_sha256 = user_data.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())

@@ -1,10 +1,13 @@
 """The production host's cloud-config, built as data and dumped with a YAML library.
 
-On first boot it: adds the Docker CE apt repository from a mirror reachable in mainland China; writes
-/etc/docker/daemon.json (registry mirrors, log rotation, live-restore, data root on the data disk);
-waits for the separately attached data disk, formats it only if it carries no filesystem or partition
-table, and mounts it by UUID; makes Docker refuse to start unless that disk is mounted; creates a
-swap file; and only then installs and starts Docker. Nothing in it is secret.
+On first boot it: writes /etc/docker/daemon.json (registry mirrors, log rotation, live-restore, data
+root on the data disk); waits for the separately attached data disk, formats it only if it carries no
+filesystem or partition table, and mounts it by UUID; makes Docker refuse to start unless that disk
+is mounted; creates a swap file; and only then installs Docker CE from a mirror reachable in mainland
+China, trusting only Docker's signing key by fingerprint. Nothing in it is secret.
+
+Docker keeps all its state (containers, volumes, images) under the data disk, so an instance built
+from this document on a fresh system disk finds the previous containers and restarts them.
 """
 
 from __future__ import annotations
@@ -18,20 +21,53 @@ import yaml
 
 DATA_MOUNT = "/data"
 DOCKER_ROOT = f"{DATA_MOUNT}/docker"
-BACKUP_DIR = f"{DATA_MOUNT}/backups"
 #: Fingerprint of Docker's apt signing key (download.docker.com/linux/ubuntu/gpg), which the mirror
-#: republishes unchanged; apt refuses packages signed by anything else.
+#: republishes unchanged; the install script refuses any other key.
 DOCKER_APT_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
 DOCKER_PACKAGES = ("docker-ce", "docker-ce-cli", "containerd.io")
 MOUNT_SCRIPT = "/usr/local/sbin/memos-mount-data-disk"
+INSTALL_DOCKER_SCRIPT = "/usr/local/sbin/memos-install-docker"
+
+_INSTALL_DOCKER_SCRIPT = f"""\
+#!/bin/sh
+# Installs Docker CE from the mirror $1, trusting only the signing key whose fingerprint is $2.
+# The key is fetched with curl's own retries: the public address may be attached a few seconds
+# after boot. MEMOS_APT_ETC and MEMOS_OS_RELEASE override two paths for the test suite.
+set -eu
+mirror="$1"
+fingerprint="$2"
+apt_etc="${{MEMOS_APT_ETC:-/etc/apt}}"
+os_release="${{MEMOS_OS_RELEASE:-/etc/os-release}}"
+keyring="$apt_etc/keyrings/docker.asc"
+mkdir -p "$apt_etc/keyrings" "$apt_etc/sources.list.d"
+curl -fsSL --retry 30 --retry-delay 2 --retry-all-errors --connect-timeout 5 \\
+  -o "$keyring.new" "$mirror/linux/ubuntu/gpg"
+if ! gpg --show-keys --with-colons "$keyring.new" | grep -q "^fpr:*$fingerprint:"; then
+  rm -f "$keyring.new"
+  echo "the key served by $mirror is not Docker's ($fingerprint); refusing to install" >&2
+  exit 1
+fi
+mv "$keyring.new" "$keyring"
+chmod 0644 "$keyring"
+# shellcheck source=/dev/null
+codename=$(. "$os_release" && echo "$VERSION_CODENAME")
+echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] $mirror/linux/ubuntu $codename stable" \\
+  > "$apt_etc/sources.list.d/docker.list"
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {" ".join(DOCKER_PACKAGES)}
+systemctl enable --now docker
+"""
 
 _MOUNT_SCRIPT = f"""\
 #!/bin/sh
 # Mounts the data disk whose serial number is $1 on {DATA_MOUNT}. Waits for it to be attached (the
 # disk is attached after the instance boots), creates a filesystem only when the device carries
-# no signature at all, and records it in /etc/fstab by UUID.
+# no signature at all, and records it in /etc/fstab by UUID. MEMOS_DATA_MOUNT and MEMOS_FSTAB
+# override the two paths (the test suite runs the script against stand-ins).
 set -eu
 serial="$1"
+mount_point="${{MEMOS_DATA_MOUNT:-{DATA_MOUNT}}}"
+fstab="${{MEMOS_FSTAB:-/etc/fstab}}"
 device=""
 waited=0
 while [ -z "$device" ]; do
@@ -53,10 +89,10 @@ if [ -z "$uuid" ]; then
   echo "$device has a signature but no filesystem UUID; refusing to touch it" >&2
   exit 1
 fi
-mkdir -p {DATA_MOUNT}
-grep -q "^UUID=$uuid " /etc/fstab || echo "UUID=$uuid {DATA_MOUNT} ext4 defaults,nofail 0 2" >> /etc/fstab
-mountpoint -q {DATA_MOUNT} || mount {DATA_MOUNT}
-mkdir -p {DOCKER_ROOT} {BACKUP_DIR}
+mkdir -p "$mount_point"
+grep -q "^UUID=$uuid " "$fstab" || echo "UUID=$uuid $mount_point ext4 defaults,nofail 0 2" >> "$fstab"
+mountpoint -q "$mount_point" || mount "$mount_point"
+mkdir -p "$mount_point/docker"
 """
 
 
@@ -89,17 +125,6 @@ def disk_serial(disk_id: str) -> str:
 
 def cloud_config(inputs: CloudInitInputs) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "package_update": True,
-        "apt": {
-            "sources": {
-                "docker-ce.list": {
-                    "source": (
-                        f"deb [arch=amd64 signed-by=$KEY_FILE] {inputs.docker_ce_mirror}/linux/ubuntu $RELEASE stable"
-                    ),
-                    "keyid": DOCKER_APT_KEY_FINGERPRINT,
-                },
-            },
-        },
         "write_files": [
             {
                 "path": "/etc/docker/daemon.json",
@@ -119,21 +144,13 @@ def cloud_config(inputs: CloudInitInputs) -> dict[str, Any]:
                 "content": "vm.swappiness = 10\n",
             },
             {"path": MOUNT_SCRIPT, "permissions": "0755", "content": _MOUNT_SCRIPT},
+            {"path": INSTALL_DOCKER_SCRIPT, "permissions": "0755", "content": _INSTALL_DOCKER_SCRIPT},
         ],
         "runcmd": [
             [MOUNT_SCRIPT, inputs.data_disk_serial],
             ["sysctl", "--system"],
             ["systemctl", "daemon-reload"],
-            [
-                "env",
-                "DEBIAN_FRONTEND=noninteractive",
-                "apt-get",
-                "install",
-                "-y",
-                "--no-install-recommends",
-                *DOCKER_PACKAGES,
-            ],
-            ["systemctl", "enable", "--now", "docker"],
+            [INSTALL_DOCKER_SCRIPT, inputs.docker_ce_mirror, DOCKER_APT_KEY_FINGERPRINT],
         ],
         # Key-only logins: the admin key arrives through the ECS key pair, not through user data.
         "ssh_pwauth": False,
@@ -147,7 +164,19 @@ def cloud_config(inputs: CloudInitInputs) -> dict[str, Any]:
     return config
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (file contents) as literal blocks, so the user data reads as files."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)  # pyright: ignore[reportUnknownMemberType]
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def render(inputs: CloudInitInputs) -> str:
     """The user data document: `#cloud-config` and the YAML dump of cloud_config()."""
-    body = yaml.safe_dump(cloud_config(inputs), sort_keys=False, default_flow_style=False, width=1000)
+    body = yaml.dump(cloud_config(inputs), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
     return "#cloud-config\n" + body

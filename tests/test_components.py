@@ -352,6 +352,8 @@ def test_child_names_are_pinned_in_prod(prod_run: StackRun) -> None:
         "host-snapshot-policy",
         "host-snapshot-policy-attachment",
         "host-instance",
+        "host-public-ip",
+        "host-public-ip-association",
         "host-docker-ready",
     }
 
@@ -371,7 +373,7 @@ def test_prod_stack_outputs(prod_run: StackRun) -> None:
     assert outputs == {
         "app_url": "http://198.51.100.20:5230",
         "public_ip": "198.51.100.20",
-        "ssh_command": "ssh root@198.51.100.20",
+        "ssh_command": "ssh -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts' root@198.51.100.20",
         "docker_host": "ssh://root@198.51.100.20",
         "db_container": "memos-postgres",
     }

@@ -138,8 +138,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             resource_id = "d-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
         elif typ == "alicloud:ecs/instance:Instance":
             resource_id = "i-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
-            outputs["publicIp"] = "198.51.100.20"
             outputs["privateIp"] = "172.16.1.10"
+        elif typ == "alicloud:ecs/eipAddress:EipAddress":
+            resource_id = "eip-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
+            outputs["ipAddress"] = "198.51.100.20"
         elif typ == "command:local:Command":
             outputs["stdout"] = ""
             outputs["stderr"] = ""

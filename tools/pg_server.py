@@ -101,6 +101,24 @@ class MemoryCgroup:
         stat = self.stat()
         return stat.get("rss", 0) + stat.get("shmem", 0)
 
+    def reset_peak(self) -> None:
+        """Start a new measurement window for peak_bytes()."""
+        (self.path / "memory.max_usage_in_bytes").write_text("0")
+
+    def usage_bytes(self) -> int:
+        return int((self.path / "memory.usage_in_bytes").read_text())
+
+    def force_empty(self) -> bool:
+        """Reclaim every page the group can give back, its page cache included (cgroup v1 force_empty).
+
+        Best run while the group has no tasks. Returns False if the kernel refused.
+        """
+        try:
+            (self.path / "memory.force_empty").write_text("0")
+        except OSError:
+            return False
+        return True
+
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.rmdir()
@@ -241,6 +259,16 @@ class PostgresServer:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Fast shutdown and start again with the same flags, in the same cgroup."""
+        self.stop()
+        self.start(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,318 @@
+"""The production host on Alibaba Cloud: whole inputs, options, lookups and their failures.
+
+The prod stack runs through __main__.py with the cloud lookups answered by the mocks from a small
+table of real instance types, zones and images (tools/mock_engine.py), so the program's own
+checks decide what passes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from lib.cloud_init import CloudInitInputs, render
+from tests.conftest import PROD_SECRETS
+from tools.mock_engine import StackRun, run_program
+
+TAGS = {"project": "memos", "stack": "prod"}
+SSH_OPTS = [
+    *("-o", "BatchMode=yes"),
+    *("-o", "StrictHostKeyChecking=accept-new"),
+    *("-o", "UserKnownHostsFile=~/.ssh/memos-prod.known_hosts"),
+    *("-o", "ConnectTimeout=10"),
+    *("-o", "ServerAliveInterval=30"),
+]
+SSH_PREFIX = (
+    "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts' "
+    "-o ConnectTimeout=10 -o ServerAliveInterval=30"
+)
+
+
+def inputs(run: StackRun, name: str) -> dict[str, Any]:
+    return run.by_name(name).inputs
+
+
+def test_vpc_vswitch_and_firewall(prod_run: StackRun) -> None:
+    assert inputs(prod_run, "host-vpc") == {"vpcName": "memos-vpc", "cidrBlock": "172.16.0.0/16", "tags": TAGS}
+    assert inputs(prod_run, "host-vswitch") == {
+        "vswitchName": "memos-vswitch",
+        "vpcId": prod_run.by_name("host-vpc").mock_id,
+        "cidrBlock": "172.16.1.0/24",
+        "zoneId": "cn-hangzhou-j",
+        "tags": TAGS,
+    }
+    assert inputs(prod_run, "host-firewall") == {
+        "securityGroupName": "memos-firewall",
+        "description": "Memos host: SSH from admin CIDRs, HTTP(S) public, never the database",
+        "vpcId": prod_run.by_name("host-vpc").mock_id,
+        "innerAccessPolicy": "Drop",
+        "tags": TAGS,
+    }
+
+
+def rule(ports: str, cidr: str, key: str, group_id: str) -> dict[str, Any]:
+    return {
+        "securityGroupId": group_id,
+        "type": "ingress",
+        "ipProtocol": "tcp",
+        "portRange": ports,
+        "cidrIp": cidr,
+        "nicType": "intranet",
+        "policy": "accept",
+        "priority": 1,
+        "description": f"{key}: tcp {ports} from {cidr}",
+    }
+
+
+def rules(run: StackRun) -> dict[str, dict[str, Any]]:
+    return {
+        r.name.removeprefix("host-rule-"): r.inputs
+        for r in run.of_type("alicloud:ecs/securityGroupRule:SecurityGroupRule")
+    }
+
+
+def test_firewall_rules_are_keyed_by_name(prod_run: StackRun) -> None:
+    group = prod_run.by_name("host-firewall").mock_id
+    assert rules(prod_run) == {
+        "http": rule("80/80", "0.0.0.0/0", "http", group),
+        "https": rule("443/443", "0.0.0.0/0", "https", group),
+        "app": rule("5230/5230", "0.0.0.0/0", "app", group),
+        "ssh-203-0-113-10-32": rule("22/22", "203.0.113.10/32", "ssh-203-0-113-10-32", group),
+    }
+
+
+def test_adding_an_admin_cidr_adds_one_rule_and_renames_none(prod_run: StackRun) -> None:
+    run = run_program("prod", {"adminCidrs": ["198.51.100.0/28", "203.0.113.10/32"]}, secrets=PROD_SECRETS)
+    assert set(rules(run)) == set(rules(prod_run)) | {"ssh-198-51-100-0-28"}
+
+
+def test_behind_the_proxy_the_app_port_is_not_opened(prod_run: StackRun) -> None:
+    run = run_program("prod", {"domain": "notes.example.com", "acmeEmail": "ops@example.com"}, secrets=PROD_SECRETS)
+    assert set(rules(run)) == set(rules(prod_run)) - {"app"}
+
+
+def test_no_rule_ever_opens_postgres() -> None:
+    for overrides in ({}, {"domain": "notes.example.com", "acmeEmail": "ops@example.com"}):
+        run = run_program("prod", overrides, secrets=PROD_SECRETS)
+        for spec in rules(run).values():
+            low, high = (int(p) for p in spec["portRange"].split("/"))
+            assert not low <= 5432 <= high
+
+
+def test_key_pair_holds_only_the_public_key(prod_run: StackRun) -> None:
+    key = prod_run.config["memos:sshPublicKey"]
+    assert inputs(prod_run, "host-admin-key") == {"keyPairName": "memos-admin", "publicKey": key, "tags": TAGS}
+
+
+def test_data_disk_is_encrypted_outlives_the_instance_and_is_protected(prod_run: StackRun) -> None:
+    disk = prod_run.by_name("host-data-disk")
+    assert disk.inputs == {
+        "diskName": "memos-data",
+        "description": "Docker data root: PostgreSQL, app data, backups. Outlives the instance.",
+        "zoneId": "cn-hangzhou-j",
+        "category": "cloud_essd_entry",
+        "size": 40,
+        "encrypted": True,
+        "deleteWithInstance": False,
+        "deleteAutoSnapshot": False,
+        "enableAutoSnapshot": True,
+        "tags": TAGS,
+    }
+    assert (disk.options["protect"], disk.options["retain_on_delete"]) == (True, True)
+    attachment = prod_run.by_name("host-data-disk-attachment")
+    assert attachment.inputs == {
+        "diskId": disk.mock_id,
+        "instanceId": prod_run.by_name("host-instance").mock_id,
+        "deleteWithInstance": False,
+    }
+    assert attachment.options["delete_before_replace"] is True
+
+
+def test_data_disk_has_a_daily_snapshot_policy(prod_run: StackRun) -> None:
+    policy = prod_run.by_name("host-snapshot-policy")
+    assert policy.inputs == {
+        "autoSnapshotPolicyName": "memos-daily",
+        "timePoints": ["3"],
+        "repeatWeekdays": ["1", "2", "3", "4", "5", "6", "7"],
+        "retentionDays": 7,
+        "tags": TAGS,
+    }
+    assert inputs(prod_run, "host-snapshot-policy-attachment") == {
+        "autoSnapshotPolicyId": policy.mock_id,
+        "diskId": prod_run.by_name("host-data-disk").mock_id,
+    }
+
+
+def test_instance_inputs(prod_run: StackRun) -> None:
+    instance = prod_run.by_name("host-instance")
+    disk_id = prod_run.by_name("host-data-disk").mock_id
+    expected_user_data = render(
+        CloudInitInputs(
+            data_disk_serial=disk_id.removeprefix("d-"),
+            registry_mirrors=("https://docker.m.daocloud.io",),
+            docker_ce_mirror="https://mirrors.aliyun.com/docker-ce",
+            swap_mb=1024,
+        )
+    )
+    assert instance.inputs == {
+        "instanceName": "memos-host",
+        "hostName": "memos-host",
+        "availabilityZone": "cn-hangzhou-j",
+        "instanceType": "ecs.e-c1m1.large",
+        "imageId": "ubuntu_24_04_x64_20G_alibase_20250722.vhd",
+        "vswitchId": prod_run.by_name("host-vswitch").mock_id,
+        "securityGroups": [prod_run.by_name("host-firewall").mock_id],
+        "keyName": "memos-admin",
+        "systemDiskCategory": "cloud_essd_entry",
+        "systemDiskSize": 40,
+        "systemDiskEncrypted": True,
+        "deletionProtection": True,
+        "securityEnhancementStrategy": "Deactive",
+        "userData": expected_user_data,
+        "tags": TAGS,
+    }
+
+
+def test_the_address_is_an_elastic_ip_that_outlives_the_instance(prod_run: StackRun) -> None:
+    eip = prod_run.by_name("host-public-ip")
+    assert eip.inputs == {
+        "addressName": "memos-ip",
+        "description": "Memos host address; stays when the instance is replaced",
+        "bandwidth": "5",
+        "internetChargeType": "PayByTraffic",
+        "paymentType": "PayAsYouGo",
+        "isp": "BGP",
+        "deletionProtection": True,
+        "tags": TAGS,
+    }
+    assert eip.options["protect"] is True
+    association = prod_run.by_name("host-public-ip-association")
+    assert association.inputs == {"allocationId": eip.mock_id, "instanceId": prod_run.by_name("host-instance").mock_id}
+    assert association.options["delete_before_replace"] is True
+
+
+def test_user_data_changes_do_not_reboot_the_instance_and_replacement_frees_the_disk_first(prod_run: StackRun) -> None:
+    options = prod_run.by_name("host-instance").options
+    assert options["ignore_changes"] == ["userData"]
+    assert options["delete_before_replace"] is True
+
+
+def test_lookups_confirm_zone_shape_and_image(prod_run: StackRun) -> None:
+    assert prod_run.calls == [
+        (
+            "alicloud:index/getZones:getZones",
+            {
+                "availableInstanceType": "ecs.e-c1m1.large",
+                "availableDiskCategory": "cloud_essd_entry",
+                "availableResourceCreation": "Instance",
+            },
+        ),
+        (
+            "alicloud:ecs/getInstanceTypes:getInstanceTypes",
+            {
+                "instanceType": "ecs.e-c1m1.large",
+                "availabilityZone": "cn-hangzhou-j",
+            },
+        ),
+        ("alicloud:ecs/getImages:getImages", {"imageId": "ubuntu_24_04_x64_20G_alibase_20250722.vhd"}),
+    ]
+
+
+def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> None:
+    ready = prod_run.by_name("host-docker-ready")
+    target = "root@198.51.100.20"
+    forget, _, connect = ready.inputs["create"].partition(" && ssh ")
+    # A new instance behind the same address has a new host key: forget the old one, then pin the new.
+    assert forget == (
+        'mkdir -p "$HOME/.ssh" && { ssh-keygen -R 198.51.100.20 -f "$HOME/.ssh/memos-prod.known_hosts" '
+        ">/dev/null 2>&1 || true; }"
+    )
+    assert ("ssh " + connect).startswith(f"{SSH_PREFIX} {target} -o ConnectionAttempts=60 ")
+    assert "cloud-init status --wait" in connect
+    assert "/data/docker" in connect
+    assert ready.inputs["delete"].startswith(f"{SSH_PREFIX} {target} ")
+    assert "docker stop -t 60" in ready.inputs["delete"]
+    assert "umount /data" in ready.inputs["delete"]
+    assert ready.inputs["triggers"] == [
+        prod_run.by_name("host-instance").mock_id,
+        prod_run.by_name("host-data-disk-attachment").mock_id,
+        prod_run.by_name("host-public-ip-association").mock_id,
+    ]
+    provider = prod_run.by_name("docker")
+    assert provider.inputs["host"] == f"ssh://{target}"
+    # Provider configuration travels as JSON-encoded strings.
+    assert json.loads(provider.inputs["sshOpts"]) == SSH_OPTS
+    assert ready.urn in provider.options["dependencies"]
+
+
+def test_a_key_file_path_reaches_ssh_but_no_key_material_enters_pulumi() -> None:
+    run = run_program("prod", {"sshPrivateKeyPath": "~/.ssh/memos_ed25519"}, secrets=PROD_SECRETS)
+    expected = [*SSH_OPTS, "-o", "IdentitiesOnly=yes", "-i", "~/.ssh/memos_ed25519"]
+    assert json.loads(run.by_name("docker").inputs["sshOpts"]) == expected
+    assert "-o IdentitiesOnly=yes -i '~/.ssh/memos_ed25519'" in run.by_name("host-docker-ready").inputs["create"]
+    assert "-i '~/.ssh/memos_ed25519'" in run.by_name("database-role-job").inputs["create"]
+
+
+def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
+    assert prod_run.by_name("database-role-job").inputs["create"] == (
+        f"{SSH_PREFIX} root@198.51.100.20 "
+        "docker exec -i memos-postgres psql -v ON_ERROR_STOP=1 --no-psqlrc -q -U postgres -d memos"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [
+        (
+            {"instanceType": "ecs.c7.large"},
+            "memos:instanceType",
+            "has 2 vCPU / 4 GiB, but the memory plan assumes 2 vCPU / 2 GiB",
+        ),
+        ({"instanceType": "ecs.unknown.large"}, "memos:zoneId", "does not offer ecs.unknown.large"),
+        ({"zoneId": "cn-hangzhou-x"}, "memos:zoneId", "zones that do: cn-hangzhou-h, cn-hangzhou-i"),
+        ({"imageId": "centos_6_x64.vhd"}, "memos:imageId", "not an image this account can use"),
+        ({"imageId": ""}, "memos:imageId", "pin an image id"),
+        ({"adminCidrs": ["0.0.0.0/0"]}, "memos:adminCidrs", "opens SSH to the whole internet"),
+        ({"adminCidrs": []}, "memos:adminCidrs", "nobody could reach SSH"),
+        ({"adminCidrs": ["10.0.0.300/32"]}, "memos:adminCidrs", "not a CIDR block"),
+        ({"sshPublicKey": ""}, "memos:sshPublicKey", "the private key stays in your agent or key file"),
+        ({"sshPublicKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, "memos:sshPublicKey", "not an OpenSSH public key"),
+        ({"vswitchCidr": "10.0.0.0/24"}, "memos:vswitchCidr", "not inside memos:vpcCidr"),
+        ({"hostMemoryMb": 4096, "instanceType": "ecs.e-c1m1.large"}, "memos:instanceType", "assumes 2 vCPU / 4 GiB"),
+    ],
+    ids=[
+        "4 GiB shape",
+        "unknown type",
+        "zone not offered",
+        "unknown image",
+        "no image",
+        "ssh open to world",
+        "no admin cidr",
+        "bad cidr",
+        "no public key",
+        "private key as public key",
+        "vswitch outside vpc",
+        "plan for another shape",
+    ],
+)
+def test_bad_host_config_fails_with_one_line(overrides: dict[str, Any], key: str, fragment: str) -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", overrides, secrets=PROD_SECRETS)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{key}: ")
+    assert fragment in message
+
+
+def test_user_data_is_small_enough_and_carries_no_secret(prod_run: StackRun) -> None:
+    user_data = prod_run.by_name("host-instance").inputs["userData"]
+    assert len(user_data.encode()) < 16 * 1024
+    for secret in PROD_SECRETS.values():
+        assert secret not in user_data
+    config = yaml.safe_load(user_data)
+    assert "password" not in user_data.lower()
+    assert config["ssh_pwauth"] is False
