@@ -165,6 +165,10 @@ class PgvectorDatabase(pulumi.ComponentResource):
                 parent=self,
                 delete_before_replace=True,
                 replace_on_changes=["healthcheck"],
+                # Both uploads are read only when the entrypoint initialises an empty volume. After
+                # that the role job owns the passwords (and re-asserts the extensions), so rotating
+                # the superuser password never restarts the database.
+                ignore_changes=["uploads"],
             ),
         )
 

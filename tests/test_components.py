@@ -144,6 +144,7 @@ def test_database_container_is_deleted_before_its_replacement_and_healthcheck_ed
     options = dev_run.by_name("database-server").options
     assert options["delete_before_replace"] is True
     assert options["replace_on_changes"] == ["healthcheck"]
+    assert options["ignore_changes"] == ["uploads"]
 
 
 def test_passwords_are_generated_alphanumeric_and_rotate_by_generation(dev_run: StackRun) -> None:
