@@ -79,6 +79,10 @@ class ProxySettings:
     memory_mib: int
 
 
+#: Memory of the sidecar that copies dumps to OSS (a small stdlib Python loop).
+OFFSITE_MEMORY_MIB = 32
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     #: Daily run time, UTC, as (hour, minute).
@@ -87,6 +91,12 @@ class BackupSettings:
     to_oss: bool
     memory_mib: int
     oss_retention_days: int
+    uploader_image: ImageRef
+
+    @property
+    def reserved_mib(self) -> int:
+        """Everything the backups may use: the dump container and, with OSS, the copier."""
+        return self.memory_mib + (OFFSITE_MEMORY_MIB if self.to_oss else 0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ class EcsSettings:
 class StackSettings:
     stack: str
     stage: Stage
+    #: Alibaba Cloud region (alicloud:region); empty outside prod.
+    region: str
     name_prefix: str
     protect_data: bool
     images: Images
@@ -218,10 +230,18 @@ def load_settings(
     *,
     stack: str,
     secret: Callable[[str], pulumi.Output[str]],
+    region: str | None,
 ) -> StackSettings:
-    """Parse and validate the whole stack config; `secret(key)` returns a configured secret's Output."""
+    """Parse and validate the whole stack config; `secret(key)` returns a configured secret's Output.
+
+    `region` is the provider's `alicloud:region`, required in prod.
+    """
     stage = values.choice("stage", ("dev", "prod"))
     prod = stage == "prod"
+    if prod and not region:
+        raise ConfigError(
+            "alicloud:region", "is not set; prod runs on Alibaba Cloud: pulumi config set alicloud:region cn-hangzhou"
+        )
 
     name_prefix = values.string("namePrefix")
     if not _NAME_PREFIX.match(name_prefix):
@@ -287,6 +307,7 @@ def load_settings(
         to_oss=values.boolean("backupToOss"),
         memory_mib=values.integer("backupMemoryMb", minimum=32, maximum=1024),
         oss_retention_days=values.integer("backupOssRetentionDays", minimum=1, maximum=3650),
+        uploader_image=parse_image("backupUploaderImage", values.string("backupUploaderImage"), require_pinned=prod),
     )
     if backup.to_oss and not prod:
         raise ConfigError(
@@ -313,7 +334,7 @@ def load_settings(
             docker_mib=values.integer("dockerReserveMb", minimum=32, maximum=65536),
             app_mib=app.memory_mib,
             proxy_mib=proxy.memory_mib if proxy else 0,
-            backup_mib=backup.memory_mib,
+            backup_mib=backup.reserved_mib,
         ),
         Workload(
             expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
@@ -365,6 +386,7 @@ def load_settings(
     return StackSettings(
         stack=stack,
         stage=stage,
+        region=region or "",
         name_prefix=name_prefix,
         protect_data=protect,
         images=images,
@@ -381,4 +403,5 @@ def from_pulumi_config() -> StackSettings:
     """Read the current stack's `memos:*` config through the Pulumi SDK."""
     config = pulumi.Config("memos")
     values = ConfigValues(config.get, is_secret=lambda key: is_config_secret(f"memos:{key}"))
-    return load_settings(values, stack=pulumi.get_stack(), secret=config.require_secret)
+    region = pulumi.Config("alicloud").get("region")
+    return load_settings(values, stack=pulumi.get_stack(), secret=config.require_secret, region=region)

@@ -62,7 +62,8 @@ class MemosApp(pulumi.ComponentResource):
     """The app server."""
 
     container_name: pulumi.Output[str]
-    internal_url: pulumi.Output[str]
+    #: The app's name on the Docker network, for the proxy.
+    network_alias: str = NETWORK_ALIAS
 
     def __init__(self, name: str, args: MemosAppArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:MemosApp", name, None, opts)
@@ -137,5 +138,4 @@ class MemosApp(pulumi.ComponentResource):
             ),
         )
         self.container_name = container.name
-        self.internal_url = pulumi.Output.from_input(f"http://{NETWORK_ALIAS}:{APP_PORT}")
-        self.register_outputs({"container_name": self.container_name, "internal_url": self.internal_url})
+        self.register_outputs({"container_name": self.container_name})

@@ -69,6 +69,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
     container_name: pulumi.Output[str]
     app_dsn: pulumi.Output[str]
     superuser_password: pulumi.Output[str]
+    image_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: PgvectorDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:PgvectorDatabase", name, None, opts)
@@ -197,6 +198,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
         self.port = pulumi.Output.from_input(POSTGRES_PORT)
         self.container_name = container.name
         self.superuser_password = superuser_password
+        self.image_id = image.image_id
         # Consumers order themselves after the role job by depending on this component; the DSN
         # itself depends only on the password, so a re-run job never shows up as an app change.
         self.app_dsn = pulumi.Output.secret(

@@ -60,3 +60,12 @@ def parse_image(key: str, value: str, *, require_pinned: bool) -> ImageRef:
             "unrelated `pulumi up` never changes the image, e.g. hrygo/memos:0.25.3",
         )
     return ref
+
+
+_PGVECTOR_TAG = re.compile(r"^(?P<version>\d+\.\d+\.\d+)-pg\d+")
+
+
+def expected_extensions(postgres_image: ImageRef) -> dict[str, str | None]:
+    """Extensions the database must have, with the pgvector version the image's tag names (if any)."""
+    match = _PGVECTOR_TAG.match(postgres_image.tag or "")
+    return {"vector": match["version"] if match else None, "btree_gist": None}

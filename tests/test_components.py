@@ -330,6 +330,10 @@ DEV_NAMES = {
     "app",
     "app-image",
     "app-server",
+    "volumes-backups",
+    "backup",
+    "backup-server",
+    "backup-pre-upgrade-dump",
 }
 
 
@@ -360,21 +364,35 @@ def test_child_names_are_pinned_in_prod(prod_run: StackRun) -> None:
 
 
 def test_dev_stack_outputs(dev_run: StackRun) -> None:
-    assert dev_run.outputs == {
+    app_password = dev_run.by_name("database-app-password").mock_outputs["result"]
+    outputs = dict(dev_run.outputs)
+    assert outputs.pop("db_settings") == DEV_POSTGRES_SETTINGS
+    assert outputs.pop("db_extensions") == {"vector": "0.8.6", "btree_gist": None}
+    assert outputs == {
         "app_url": "http://localhost:5230",
         "db_endpoint": "127.0.0.1:25432",
         "db_container": "memos-postgres",
+        "backup_container": "memos-backup",
+        "app_container": "memos-app",
+        "app_dsn": f"postgres://memos:{app_password}@postgres:5432/memos?sslmode=disable",
     }
-    assert dev_run.output_secrets == set()
+    # The DSN is there for `ops.verify`, and only as a secret.
+    assert dev_run.output_secrets == {"app_dsn"}
 
 
 def test_prod_stack_outputs(prod_run: StackRun) -> None:
     outputs = dict(prod_run.outputs)
     assert len(outputs.pop("cloud_init_sha256")) == 64
+    assert outputs.pop("app_dsn").startswith("postgres://memos:")
+    assert outputs.pop("db_settings")["maintenance_work_mem"] == "208MB"
+    assert outputs.pop("db_extensions") == {"vector": "0.8.6", "btree_gist": None}
     assert outputs == {
         "app_url": "http://198.51.100.20:5230",
         "public_ip": "198.51.100.20",
         "ssh_command": "ssh -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts' root@198.51.100.20",
         "docker_host": "ssh://root@198.51.100.20",
         "db_container": "memos-postgres",
+        "backup_container": "memos-backup",
+        "app_container": "memos-app",
     }
+    assert prod_run.output_secrets == {"app_dsn"}

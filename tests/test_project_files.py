@@ -66,7 +66,12 @@ def keys_read(stack: str, overrides: dict[str, Any]) -> set[str]:
         config[f"memos:{key}"] = "placeholder"
     recorder = Recorder(config)
     values = ConfigValues(recorder.get, is_secret=lambda _key: True)
-    load_settings(values, stack=stack, secret=lambda _key: pulumi.Output.from_input("placeholder"))
+    load_settings(
+        values,
+        stack=stack,
+        secret=lambda _key: pulumi.Output.from_input("placeholder"),
+        region=config.get("alicloud:region"),
+    )
     return recorder.read
 
 
@@ -106,7 +111,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert lines[-1] == "exec ./scripts/test"
 
 
-@pytest.mark.parametrize("script", ["scripts/test", "scripts/dev-up", ".ci/run"])
+@pytest.mark.parametrize("script", ["scripts/test", "scripts/dev-up", "scripts/restore", ".ci/run"])
 def test_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

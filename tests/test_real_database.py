@@ -10,42 +10,15 @@ from __future__ import annotations
 import random
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psycopg
 import pytest
 
-from tools.mock_engine import StackRun, run_program
+from tests.support import RenderedDatabase, local_dsn, rendered_database, start_rendered
+from tools.mock_engine import run_program
 from tools.pg_server import PostgresServer
 
 pytestmark = pytest.mark.postgres
-
-
-@dataclass(frozen=True)
-class Rendered:
-    settings: dict[str, str]
-    init_sql: str
-    role_sql: str
-    superuser_password: str
-    app_dsn: str
-
-
-def rendered(run: StackRun) -> Rendered:
-    server = run.by_name("database-server")
-    command = server.inputs["command"]
-    assert command[0] == "postgres"
-    pairs = command[1:]
-    assert pairs[0::2] == ["-c"] * (len(pairs) // 2)
-    settings = dict(pair.split("=", 1) for pair in pairs[1::2])
-    uploads = {u["file"]: u["content"] for u in server.inputs["uploads"]}
-    app_uploads = {u["file"]: u["content"] for u in run.by_name("app-server").inputs["uploads"]}
-    return Rendered(
-        settings=settings,
-        init_sql=uploads["/docker-entrypoint-initdb.d/10-extensions.sql"],
-        role_sql=run.by_name("database-role-job").inputs["stdin"],
-        superuser_password=uploads["/run/secrets/postgres-superuser-password"],
-        app_dsn=app_uploads["/run/memos-secrets/dsn"],
-    )
 
 
 def same_setting(shown: str, rendered_value: str) -> bool:
@@ -57,30 +30,21 @@ def same_setting(shown: str, rendered_value: str) -> bool:
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
-def stack(request: pytest.FixtureRequest) -> Rendered:
+def stack(request: pytest.FixtureRequest) -> RenderedDatabase:
     secrets = {"siliconflowApiKey": "sf-test", "deepseekApiKey": "ds-test"} if request.param == "prod" else {}
-    return rendered(run_program(request.param, secrets=secrets))
+    return rendered_database(run_program(request.param, secrets=secrets))
 
 
 @pytest.fixture(scope="module")
-def server(stack: Rendered) -> Iterator[PostgresServer]:
-    pg = PostgresServer(stack.settings, superuser_password=stack.superuser_password)
-    try:
-        pg.initdb()
-        pg.start()
-        pg.setup_database(stack.init_sql)
-        pg.psql(stdin=stack.role_sql)
-        yield pg
-    finally:
-        pg.cleanup()
+def server(stack: RenderedDatabase) -> Iterator[PostgresServer]:
+    pg = start_rendered(stack)
+    yield pg
+    pg.cleanup()
 
 
-def local_dsn(server: PostgresServer, program_dsn: str) -> str:
-    """The program's DSN, pointed at this server instead of the container alias."""
-    return program_dsn.replace("@postgres:5432/", f"@127.0.0.1:{server.port}/")
-
-
-def test_the_rendered_settings_start_the_server_and_show_returns_them(server: PostgresServer, stack: Rendered) -> None:
+def test_the_rendered_settings_start_the_server_and_show_returns_them(
+    server: PostgresServer, stack: RenderedDatabase
+) -> None:
     with psycopg.connect(server.dsn()) as conn:
         for name, value in stack.settings.items():
             shown = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
@@ -94,19 +58,21 @@ def test_the_init_script_creates_both_extensions(server: PostgresServer) -> None
     assert {"vector", "btree_gist"} <= {r[0] for r in rows}
 
 
-def test_the_superuser_logs_in_over_tcp_with_the_generated_password(server: PostgresServer, stack: Rendered) -> None:
+def test_the_superuser_logs_in_over_tcp_with_the_generated_password(
+    server: PostgresServer, stack: RenderedDatabase
+) -> None:
     with psycopg.connect(server.dsn(password=stack.superuser_password)) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(server.dsn(password="not-the-password")).close()
 
 
-def test_the_app_logs_in_with_the_dsn_the_program_delivers(server: PostgresServer, stack: Rendered) -> None:
+def test_the_app_logs_in_with_the_dsn_the_program_delivers(server: PostgresServer, stack: RenderedDatabase) -> None:
     with psycopg.connect(local_dsn(server, stack.app_dsn)) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == ("memos", "memos")
 
 
-def test_the_app_role_owns_only_its_database(server: PostgresServer, stack: Rendered) -> None:
+def test_the_app_role_owns_only_its_database(server: PostgresServer, stack: RenderedDatabase) -> None:
     with psycopg.connect(server.dsn()) as conn:
         role = conn.execute(
             "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
@@ -122,13 +88,15 @@ def test_the_app_role_owns_only_its_database(server: PostgresServer, stack: Rend
         psycopg.connect(other).close()
 
 
-def test_the_role_job_is_idempotent(server: PostgresServer, stack: Rendered) -> None:
+def test_the_role_job_is_idempotent(server: PostgresServer, stack: RenderedDatabase) -> None:
     server.psql(stdin=stack.role_sql)
     with psycopg.connect(local_dsn(server, stack.app_dsn)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_the_app_builds_its_schema_and_hnsw_index_as_its_own_role(server: PostgresServer, stack: Rendered) -> None:
+def test_the_app_builds_its_schema_and_hnsw_index_as_its_own_role(
+    server: PostgresServer, stack: RenderedDatabase
+) -> None:
     rng = random.Random(7)
     rows = 3000
     with psycopg.connect(local_dsn(server, stack.app_dsn), autocommit=True) as conn:

@@ -128,6 +128,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "random:index/randomPassword:RandomPassword":
             keepers = json.dumps(args.inputs.get("keepers", {}), sort_keys=True)
             outputs["result"] = _fake_password(f"{args.name}:{keepers}", int(args.inputs.get("length", 16)))
+        elif typ == "random:index/randomId:RandomId":
+            outputs["hex"] = hashlib.sha256(args.name.encode()).hexdigest()[: 2 * int(args.inputs["byteLength"])]
         elif typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(str(args.inputs["name"]).encode()).hexdigest()
             outputs["repoDigest"] = f"{args.inputs['name']}@sha256:{hashlib.sha256(args.name.encode()).hexdigest()}"

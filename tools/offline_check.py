@@ -48,7 +48,12 @@ def settings_for(stack: str) -> StackSettings:
     for key in SECRET_KEYS:
         config[f"memos:{key}"] = PLACEHOLDER
     values = ConfigValues(lambda key: config.get(f"memos:{key}"), is_secret=lambda _key: True)
-    return load_settings(values, stack=stack, secret=lambda _key: pulumi.Output.secret(PLACEHOLDER))
+    return load_settings(
+        values,
+        stack=stack,
+        secret=lambda _key: pulumi.Output.secret(PLACEHOLDER),
+        region=config.get("alicloud:region"),
+    )
 
 
 def check_memory(report: StackReport, settings: StackSettings, run: StackRun) -> None:

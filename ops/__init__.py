@@ -1,0 +1,1 @@
+"""Operator tools and the scripts that run inside the stack's containers."""

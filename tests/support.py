@@ -1,0 +1,55 @@
+"""Test helpers: the database exactly as the program renders it, on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tools.mock_engine import StackRun
+from tools.pg_server import PostgresServer
+
+
+@dataclass(frozen=True)
+class RenderedDatabase:
+    """What the program sends to Docker for the database, and the app's DSN."""
+
+    settings: dict[str, str]
+    init_sql: str
+    role_sql: str
+    superuser_password: str
+    app_dsn: str
+
+
+def rendered_database(run: StackRun) -> RenderedDatabase:
+    server = run.by_name("database-server")
+    command = server.inputs["command"]
+    assert command[0] == "postgres"
+    pairs = command[1:]
+    assert pairs[0::2] == ["-c"] * (len(pairs) // 2)
+    uploads = {u["file"]: u["content"] for u in server.inputs["uploads"]}
+    app_uploads = {u["file"]: u["content"] for u in run.by_name("app-server").inputs["uploads"]}
+    return RenderedDatabase(
+        settings=dict(pair.split("=", 1) for pair in pairs[1::2]),
+        init_sql=uploads["/docker-entrypoint-initdb.d/10-extensions.sql"],
+        role_sql=run.by_name("database-role-job").inputs["stdin"],
+        superuser_password=uploads["/run/secrets/postgres-superuser-password"],
+        app_dsn=app_uploads["/run/memos-secrets/dsn"],
+    )
+
+
+def start_rendered(db: RenderedDatabase) -> PostgresServer:
+    """initdb, start with the rendered flags, run the init script and the role job, as on a fresh volume."""
+    server = PostgresServer(db.settings, superuser_password=db.superuser_password)
+    try:
+        server.initdb()
+        server.start()
+        server.setup_database(db.init_sql)
+        server.psql(stdin=db.role_sql)
+    except BaseException:
+        server.cleanup()
+        raise
+    return server
+
+
+def local_dsn(server: PostgresServer, program_dsn: str) -> str:
+    """The program's DSN, pointed at this server instead of the container alias."""
+    return program_dsn.replace("@postgres:5432/", f"@127.0.0.1:{server.port}/")
