@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from components.container_defaults import baseline, unprivileged
 from lib.app_env import (
     APP_PORT,
     APP_UID,
@@ -115,21 +116,14 @@ class MemosApp(pulumi.ComponentResource):
             wait=True,
             # First start runs the schema migration before /healthz answers.
             wait_timeout=300,
-            restart="unless-stopped",
-            memory=args.memory_mib,
-            memory_swap=args.memory_mib,
-            log_driver="json-file",
-            log_opts={"max-size": "10m", "max-file": "3"},
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, aliases=[NETWORK_ALIAS])],
             ports=[docker.ContainerPortArgs(internal=APP_PORT, external=args.host_port, ip=bind_ip)]
             if fixed_port
             else [],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path=DATA_DIR)],
-            security_opts=["no-new-privileges:true"],
-            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
-            stop_timeout=30,
-            destroy_grace_seconds=30,
+            **baseline(args.memory_mib),
+            **unprivileged(),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.depends_on),

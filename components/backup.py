@@ -14,11 +14,12 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
 
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
+
+from components.container_defaults import baseline, unprivileged
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "ops"
 BACKUP_SCRIPT = "/usr/local/bin/memos-backup"
@@ -75,25 +76,8 @@ class DatabaseBackupsArgs:
     depends_on: Sequence[pulumi.Resource]
 
 
-class _Hardened(TypedDict):
-    security_opts: list[str]
-    capabilities: docker.ContainerCapabilitiesArgs
-    read_only: bool
-    tmpfs: dict[str, str]
-    log_driver: str
-    log_opts: dict[str, str]
-
-
-def _hardened() -> _Hardened:
-    """No capabilities, no privilege escalation, a read-only root filesystem, rotated logs."""
-    return {
-        "security_opts": ["no-new-privileges:true"],
-        "capabilities": docker.ContainerCapabilitiesArgs(drops=["ALL"]),
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},  # noqa: S108 (a tmpfs inside the container)
-        "log_driver": "json-file",
-        "log_opts": {"max-size": "10m", "max-file": "3"},
-    }
+#: The scripts write only to their volumes: the root filesystem is read-only, /tmp a small tmpfs.
+SCRATCH = {"/tmp": "rw,noexec,nosuid,size=16m"}  # noqa: S108 (a tmpfs inside the container)
 
 
 class DatabaseBackups(pulumi.ComponentResource):
@@ -152,21 +136,19 @@ class DatabaseBackups(pulumi.ComponentResource):
                 start_period="30m",
                 start_interval="15s",
             ),
-            restart="unless-stopped",
-            memory=args.memory_mib,
-            memory_swap=args.memory_mib,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.volume_name, container_path=BACKUP_DIR)],
             labels=labels,
-            stop_timeout=30,
-            destroy_grace_seconds=30,
+            read_only=True,
+            tmpfs=SCRATCH,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.depends_on),
                 delete_before_replace=True,
                 replace_on_changes=["healthcheck"],
             ),
-            **_hardened(),
+            **baseline(args.memory_mib),
+            **unprivileged(),
         )
 
         dump = ["docker", "exec", args.container_name, "/bin/sh", BACKUP_SCRIPT, "run", "pre-upgrade"]
@@ -214,21 +196,19 @@ class DatabaseBackups(pulumi.ComponentResource):
                     start_period="20m",
                     start_interval="15s",
                 ),
-                restart="unless-stopped",
-                memory=offsite.memory_mib,
-                memory_swap=offsite.memory_mib,
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
                 volumes=[
                     docker.ContainerVolumeArgs(volume_name=args.volume_name, container_path=BACKUP_DIR, read_only=True),
                     docker.ContainerVolumeArgs(volume_name=offsite.state_volume_name, container_path=OFFSITE_STATE_DIR),
                 ],
                 labels=labels,
-                stop_timeout=30,
-                destroy_grace_seconds=30,
+                read_only=True,
+                tmpfs=SCRATCH,
                 opts=pulumi.ResourceOptions(
                     parent=self, delete_before_replace=True, replace_on_changes=["healthcheck"]
                 ),
-                **_hardened(),
+                **baseline(offsite.memory_mib),
+                **unprivileged(),
             )
 
         self.container_name = container.name

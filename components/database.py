@@ -18,6 +18,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
+from components.container_defaults import baseline
 from lib.app_env import dsn
 from lib.database_sql import INIT_SQL, role_job_sql, scram_sha256_verifier
 from lib.tuning import MemoryPlan
@@ -144,12 +145,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
             ),
             wait=True,
             wait_timeout=300,
-            restart="unless-stopped",
-            memory=plan.database_limit_mib,
-            memory_swap=plan.database_limit_mib,
             shm_size=plan.shm_size_mib,
-            log_driver="json-file",
-            log_opts={"max-size": "10m", "max-file": "3"},
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, aliases=[NETWORK_ALIAS])],
             ports=(
                 [docker.ContainerPortArgs(internal=POSTGRES_PORT, external=args.host_port, ip="127.0.0.1")]
@@ -158,10 +154,8 @@ class PgvectorDatabase(pulumi.ComponentResource):
             ),
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path=DATA_MOUNT)],
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
-            # The image stops on SIGINT (fast shutdown with a checkpoint); give it time to finish
-            # instead of the provider's default of an immediate kill.
-            stop_timeout=60,
-            destroy_grace_seconds=60,
+            # The image stops on SIGINT (fast shutdown with a checkpoint); give it time to finish.
+            **baseline(plan.database_limit_mib, stop_seconds=60),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 delete_before_replace=True,

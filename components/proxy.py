@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from components.container_defaults import baseline, unprivileged
 from lib.app_env import gomemlimit_mib
 from lib.caddyfile import ADMIN, caddyfile
 
@@ -75,11 +76,6 @@ class HttpsProxy(pulumi.ComponentResource):
             ),
             wait=True,
             wait_timeout=120,
-            restart="unless-stopped",
-            memory=args.memory_mib,
-            memory_swap=args.memory_mib,
-            log_driver="json-file",
-            log_opts={"max-size": "10m", "max-file": "3"},
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
             ports=[
                 docker.ContainerPortArgs(internal=80, external=80, ip=bind_ip),
@@ -87,11 +83,9 @@ class HttpsProxy(pulumi.ComponentResource):
             ],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path="/data")],
             tmpfs={"/config": "rw,noexec,nosuid,size=8m"},
-            security_opts=["no-new-privileges:true"],
-            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=["NET_BIND_SERVICE"]),
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
-            stop_timeout=30,
-            destroy_grace_seconds=30,
+            **baseline(args.memory_mib),
+            **unprivileged(keep=["NET_BIND_SERVICE"]),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.depends_on),

@@ -30,10 +30,16 @@ KIB_PER_MIB = 1024
 #: after 6068 tuples at 16 MiB for halfvec(1024) (2765 B per element); both are 4 or 2 bytes per
 #: dimension plus about 720 bytes of neighbour lists and element header.
 HNSW_ELEMENT_OVERHEAD_BYTES = 724
-#: Private memory of one idle-to-busy backend besides work_mem (catalog and plan caches, the HNSW
-#: scan's candidate queues). Checked by the stress run in bench/, which measures the cgroup's
-#: anonymous memory with every connection open.
-BACKEND_OVERHEAD_MIB = 6
+#: Private memory of one busy backend besides work_mem (catalog and plan caches, the HNSW scan's
+#: candidate queues). The benchmark's stress run (docs/benchmark.md) held 27 sessions, each with a
+#: sort and a hash at their work_mem limit, during a REINDEX: the cgroup's anonymous plus shared
+#: memory left under 2 MiB per session beyond shared memory, the build and work_mem. Budgeted at 2x.
+BACKEND_OVERHEAD_MIB = 4
+#: Bytes per row of a finished HNSW index (m = 16): pgvector keeps each element and its neighbour
+#: list on one 8 kB page, so a vector(1024) element (about 4.5 kB) takes a page of its own while
+#: three halfvec(1024) elements share one. Measured: 40 000 vector(1024) rows -> 313 MiB.
+HNSW_PAGE_BYTES = 8192
+HNSW_INDEX_TUPLE_OVERHEAD_BYTES = 400
 #: Background processes every cluster runs: checkpointer, background writer, WAL writer, autovacuum
 #: launcher, logical replication launcher, I/O workers, and the postmaster itself.
 AUX_PROCESS_MIB = 4
@@ -111,16 +117,34 @@ def hnsw_build_mib(workload: Workload) -> int:
     return max(64, round_up(workload.expected_embeddings * element * 1.10 / (1024 * 1024), 16))
 
 
-def shared_buffers_mib(limit_mib: int) -> int:
-    """Postgres' own page cache.
+def hnsw_index_mib(workload: Workload) -> int:
+    """Size of the app's finished HNSW index on disk.
 
-    Formula: 20 % of the database container limit, rounded down to 16 MiB, at least 32 MiB.
-    Source: the PostgreSQL manual's starting point of 25 % of RAM for a dedicated server, and PGTune's
-    RAM / 4. Lowered to 20 % because here the container limit is not the machine: the kernel page
-    cache for the data files is charged to the same cgroup, and the limit must also carry the HNSW
-    build and every backend. Caveat: a working set larger than this is served from the page cache.
+    Formula: rows / floor(8000 B / (dimensions x bytes per dimension + 400 B)) pages of 8 kB.
+    Source: pgvector stores an element with its neighbour list on one page; measured here with
+    40 000 vector(1024) rows: 313 MiB, one row per page. Caveat: m = 16; a larger m grows the
+    neighbour lists, and two tables (memo, memo_embedding) each have their own index.
     """
-    return max(32, round_down(limit_mib * 0.20, 16))
+    bytes_per_dim = 4 if workload.storage == "vector" else 2
+    per_page = max(1, 8000 // (workload.dimensions * bytes_per_dim + HNSW_INDEX_TUPLE_OVERHEAD_BYTES))
+    return math.ceil(workload.expected_embeddings / per_page * HNSW_PAGE_BYTES / (1024 * 1024))
+
+
+def shared_buffers_mib(limit_mib: int, workload: Workload) -> int:
+    """Postgres' own page cache: big enough for the HNSW index, within bounds of the container.
+
+    Formula: the index size x 1.05, rounded up to 16 MiB, but at least 20 % and at most 35 % of the
+    database container limit (rounded down to 16 MiB).
+    Source: the PostgreSQL manual's starting point of 25 % of RAM for a dedicated server (PGTune:
+    RAM / 4), and pgvector's advice that HNSW queries are fast while the index stays in memory: the
+    benchmark's warm p95 nearly halves once the whole index fits in shared_buffers instead of being
+    copied in from the page cache. Capped at 35 % because the container limit is not the machine: the
+    page cache for the data files is charged to the same cgroup, and the limit must also carry the
+    HNSW build and every backend. Caveat: an index above the cap is served partly from the page cache.
+    """
+    floor = max(32, round_down(limit_mib * 0.20, 16))
+    cap = max(floor, round_down(limit_mib * 0.35, 16))
+    return min(cap, max(floor, round_up(hnsw_index_mib(workload) * 1.05, 16)))
 
 
 def wal_buffers_mib(shared_buffers: int) -> int:
@@ -216,6 +240,10 @@ class MemoryPlan:
             "max_parallel_workers": str(self.max_parallel_maintenance_workers),
             "max_parallel_maintenance_workers": str(self.max_parallel_maintenance_workers),
             "max_parallel_workers_per_gather": "0",
+            # The embeddings live in TOAST, so the heap the planner sizes a parallel index build by
+            # is a few MB and below the default 8 MB threshold: without this, CREATE INDEX (a
+            # restore, a REINDEX) never gets its worker. Queries stay serial (per_gather = 0).
+            "min_parallel_table_scan_size": "0",
             # PostgreSQL 18 asynchronous I/O: io_uring is blocked by Docker's default seccomp profile.
             "io_method": "worker",
             "io_workers": str(self.io_workers),
@@ -260,7 +288,7 @@ def plan_memory(host: Host, reserves: Reserves, workload: Workload) -> MemoryPla
             f"and backups ({reserves.backup_mib}); it needs at least {MIN_DATABASE_LIMIT_MIB} MiB: "
             "lower memos:appMemoryMb or choose a larger instance",
         )
-    sb = shared_buffers_mib(limit)
+    sb = shared_buffers_mib(limit, workload)
     wal = wal_buffers_mib(sb)
     maintenance = hnsw_build_mib(workload)
     # Everything but work_mem first; work_mem then gets what is left.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from tools.mock_engine import StackRun
 from tools.pg_server import PostgresServer
@@ -53,3 +57,38 @@ def start_rendered(db: RenderedDatabase) -> PostgresServer:
 def local_dsn(server: PostgresServer, program_dsn: str) -> str:
     """The program's DSN, pointed at this server instead of the container alias."""
     return program_dsn.replace("@postgres:5432/", f"@127.0.0.1:{server.port}/")
+
+
+def stand_ins(bin_dir: Path, tools: Mapping[str, str]) -> Path:
+    """Write executable `#!/bin/sh` stand-ins for system tools (name -> script body) into bin_dir."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return bin_dir
+
+
+class HealthEndpoint:
+    """A local HTTP server that answers /healthz with a settable status, like the app."""
+
+    def __init__(self) -> None:
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(endpoint.status if self.path == "/healthz" else 404)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.status = 200
+        self._server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

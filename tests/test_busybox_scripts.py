@@ -6,16 +6,15 @@ healthcheck is BusyBox `wget`. Both are run here with BusyBox's own `sh` and `wg
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lib.app_env import HEALTH_URL, IMAGE_ENTRYPOINT, secret_env_wrapper
+from tests.support import HealthEndpoint
 from tools.mock_engine import StackRun
 
 BUSYBOX = shutil.which("busybox")
@@ -81,24 +80,11 @@ def test_wrapper_stops_on_a_missing_key_file(tmp_path: Path) -> None:
     assert "missing or unreadable" in result.stderr
 
 
-class _Health(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/healthz" else 404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def health_server() -> Iterator[http.server.HTTPServer]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+def health_server() -> Iterator[HealthEndpoint]:
+    endpoint = HealthEndpoint()
+    yield endpoint
+    endpoint.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,17 +102,16 @@ def busybox_healthcheck(command: list[str], port: int) -> int:
     return subprocess.run([str(BUSYBOX), *argv], check=False).returncode
 
 
-def test_healthcheck_passes_on_200(health_server: http.server.HTTPServer, rendered_healthcheck: list[str]) -> None:
-    _Health.status = 200
-    assert busybox_healthcheck(rendered_healthcheck, health_server.server_address[1]) == 0
+def test_healthcheck_passes_on_200(health_server: HealthEndpoint, rendered_healthcheck: list[str]) -> None:
+    assert busybox_healthcheck(rendered_healthcheck, health_server.port) == 0
 
 
-def test_healthcheck_fails_on_503(health_server: http.server.HTTPServer, rendered_healthcheck: list[str]) -> None:
-    _Health.status = 503
-    assert busybox_healthcheck(rendered_healthcheck, health_server.server_address[1]) == 1
+def test_healthcheck_fails_on_503(health_server: HealthEndpoint, rendered_healthcheck: list[str]) -> None:
+    health_server.status = 503
+    assert busybox_healthcheck(rendered_healthcheck, health_server.port) == 1
 
 
 def test_healthcheck_fails_when_nothing_listens(rendered_healthcheck: list[str]) -> None:
-    with http.server.HTTPServer(("127.0.0.1", 0), _Health) as probe:
-        port = probe.server_address[1]
-    assert busybox_healthcheck(rendered_healthcheck, port) == 1
+    endpoint = HealthEndpoint()
+    endpoint.close()
+    assert busybox_healthcheck(rendered_healthcheck, endpoint.port) == 1

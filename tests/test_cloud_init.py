@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from lib.cloud_init import INSTALL_DOCKER_SCRIPT, MOUNT_SCRIPT, CloudInitInputs, render
+from tests.support import stand_ins
 
 INPUTS = CloudInitInputs(
     data_disk_serial="bp1mockdisk0001",
@@ -119,7 +120,6 @@ class FakeHost:
     def __init__(self, root: Path, *, signature: str | None, uuid: str | None) -> None:
         self.root = root
         self.bin = root / "bin"
-        self.bin.mkdir()
         self.log = root / "calls.log"
         self.fstab = root / "fstab"
         self.fstab.write_text("# fstab\n")
@@ -139,10 +139,7 @@ class FakeHost:
             "mountpoint": "exit 1",
             "sleep": "exit 0",
         }
-        for name, body in tools.items():
-            path = self.bin / name
-            path.write_text(f"#!/bin/sh\n{body}\n")
-            path.chmod(0o755)
+        stand_ins(self.bin, tools)
 
     def run(self) -> subprocess.CompletedProcess[str]:
         script = self.root / "mount.sh"
@@ -194,7 +191,6 @@ class FakeApt:
     def __init__(self, root: Path, *, served_fingerprint: str) -> None:
         self.root = root
         self.bin = root / "bin"
-        self.bin.mkdir()
         self.etc = root / "apt"
         self.log = root / "calls.log"
         self.os_release = root / "os-release"
@@ -207,10 +203,7 @@ class FakeApt:
             "apt-get": 'echo "apt-get $*" >> "$LOG"',
             "systemctl": 'echo "systemctl $*" >> "$LOG"',
         }
-        for name, body in tools.items():
-            path = self.bin / name
-            path.write_text(f"#!/bin/sh\n{body}\n")
-            path.chmod(0o755)
+        stand_ins(self.bin, tools)
 
     def run(self) -> subprocess.CompletedProcess[str]:
         script = self.root / "install.sh"

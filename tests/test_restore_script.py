@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import stand_ins
 from tools.mock_engine import ROOT
 
 SCRIPT = ROOT / "scripts" / "restore"
@@ -19,7 +20,6 @@ SCRIPT = ROOT / "scripts" / "restore"
 
 def stage(tmp_path: Path, *, outputs: dict[str, str], restore_fails: bool = False) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     log = tmp_path / "calls.log"
     cases = "\n".join(f'  {key}) echo "{value}" ;;' for key, value in outputs.items())
     tools = {
@@ -32,10 +32,7 @@ def stage(tmp_path: Path, *, outputs: dict[str, str], restore_fails: bool = Fals
         # ssh runs the remote command locally, as the host would.
         "ssh": f'echo "ssh $*" >> "{log}"\nwhile [ "$1" != "root@198.51.100.20" ]; do shift; done; shift\n"$@"',
     }
-    for name, body in tools.items():
-        path = bin_dir / name
-        path.write_text(f"#!/bin/sh\n{body}\n")
-        path.chmod(0o755)
+    stand_ins(bin_dir, tools)
     return {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log)}
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib.errors import ConfigError
-from lib.tuning import Host, Reserves, Workload, hnsw_build_mib, plan_memory
+from lib.tuning import Host, Reserves, Workload, hnsw_build_mib, hnsw_index_mib, plan_memory
 
 PROD_HOST = Host(vcpus=2, memory_mib=2048)
 PROD_RESERVES = Reserves(os_mib=320, docker_mib=128, app_mib=512, proxy_mib=0, backup_mib=64)
@@ -20,25 +20,27 @@ PROD_WORKLOAD = Workload(expected_embeddings=40_000, storage="vector", max_conne
 
 def test_prod_plan_for_the_2c2g_host() -> None:
     plan = plan_memory(PROD_HOST, PROD_RESERVES, PROD_WORKLOAD)
-    # limit        = 2048 - (320 + 128 + 512 + 0 + 64)                    = 1024 MiB
+    # limit        = 2048 - (320 + 128 + 512 + 0 + 64)                      = 1024 MiB
     assert plan.database_limit_mib == 1024
-    # shared       = floor16(1024 x 0.20 = 204.8)                         = 192 MiB
-    assert plan.shared_buffers_mib == 192
-    # wal_buffers  = 192 / 32                                             = 6 MiB
-    assert plan.wal_buffers_mib == 6
-    # shm estimate = ceil(192 + 6 + 16 + 0.25 x 30)                       = 222 MiB
-    assert plan.shared_memory_mib == 222
-    # maintenance  = ceil16(40 000 x (1024 x 4 + 724) B x 1.10 = 202.3 MiB) = 208 MiB
+    # index        = 40 000 rows / 1 per 8 kB page                         = 313 MiB
+    assert hnsw_index_mib(PROD_WORKLOAD) == 313
+    # shared       = clamp(ceil16(313 x 1.05 = 328.7), 192 (20 %), 352 (35 %)) = 336 MiB
+    assert plan.shared_buffers_mib == 336
+    # wal_buffers  = 336 / 32 = 10.5                                        = 10 MiB
+    assert plan.wal_buffers_mib == 10
+    # shm estimate = ceil(336 + 10 + 16 + 0.25 x 30)                         = 370 MiB
+    assert plan.shared_memory_mib == 370
+    # maintenance  = ceil16(40 000 x (1024 x 4 + 724) B x 1.10 = 202.3 MiB)   = 208 MiB
     assert plan.maintenance_work_mem_mib == 208
-    # committed    = 222 + 208 + 1x6 + 2x(32+6) + 30x6 + (6+2)x4 + ceil(51.2) = 776 MiB
-    # work_mem     = floor64((1024 - 776) x 1024 kB / (30 x 2) = 4232.5)  = 4224 kB
-    assert plan.work_mem_kb == 4224
+    # committed    = 370 + 208 + 1x4 + 2x(32+4) + 30x4 + (6+2)x4 + ceil(51.2) = 858 MiB
+    # work_mem     = floor64((1024 - 858) x 1024 kB / (30 x 2) = 2833)      = 2816 kB
+    assert plan.work_mem_kb == 2816
     assert plan.autovacuum_max_workers == 2
     assert plan.autovacuum_work_mem_mib == 32
     assert plan.max_parallel_maintenance_workers == 1
-    # shm_size     = ceil16(208 + 64)                                     = 272 MiB
+    # shm_size     = ceil16(208 + 64)                                       = 272 MiB
     assert plan.shm_size_mib == 272
-    # cache        = floor16(1024 x 0.75)                                 = 768 MiB
+    # cache        = floor16(1024 x 0.75)                                   = 768 MiB
     assert plan.effective_cache_size_mib == 768
     assert plan.io_workers == 2
     assert plan.worst_case_mib() <= plan.database_limit_mib
@@ -47,16 +49,17 @@ def test_prod_plan_for_the_2c2g_host() -> None:
 def test_prod_plan_with_the_https_proxy() -> None:
     reserves = Reserves(os_mib=320, docker_mib=128, app_mib=512, proxy_mib=64, backup_mib=64)
     plan = plan_memory(PROD_HOST, reserves, PROD_WORKLOAD)
-    # limit = 960; shared = floor16(192) = 192; committed = 222 + 208 + 6 + 76 + 180 + 32 + 48 = 772
-    # work_mem = floor64((960 - 772) x 1024 / 60 = 3208.5) = 3200 kB
-    assert (plan.database_limit_mib, plan.shared_buffers_mib, plan.work_mem_kb) == (960, 192, 3200)
+    # limit = 960; shared = clamp(336, 192, 336) = 336; committed = 370 + 208 + 4 + 72 + 120 + 32 + 48 = 854
+    # work_mem = floor64((960 - 854) x 1024 / 60 = 1809) = 1792 kB
+    assert (plan.database_limit_mib, plan.shared_buffers_mib, plan.work_mem_kb) == (960, 336, 1792)
 
 
 def test_dev_plan_with_ten_thousand_embeddings() -> None:
     plan = plan_memory(PROD_HOST, PROD_RESERVES, Workload(10_000, "vector", 30))
     # maintenance = max(64, ceil16(10 000 x 4820 B x 1.1 = 50.6 MiB)) = 64 MiB
-    # committed = 222 + 64 + 6 + 76 + 180 + 32 + 52 = 632; work_mem = floor64(392 x 1024 / 60) = 6656 kB
-    assert (plan.maintenance_work_mem_mib, plan.work_mem_kb) == (64, 6656)
+    # shared = clamp(ceil16(79 x 1.05), 192, 352) = 192; shm = ceil(192 + 6 + 16 + 7.5) = 222
+    # committed = 222 + 64 + 4 + 72 + 120 + 32 + 52 = 566; work_mem = floor64(458 x 1024 / 60) = 7808 kB
+    assert (plan.shared_buffers_mib, plan.maintenance_work_mem_mib, plan.work_mem_kb) == (192, 64, 7808)
 
 
 def test_halfvec_halves_the_vector_part_of_the_graph() -> None:
@@ -83,7 +86,7 @@ def test_too_many_connections_names_the_connections_key() -> None:
 def test_settings_render_as_flags_in_a_stable_order() -> None:
     plan = plan_memory(PROD_HOST, PROD_RESERVES, PROD_WORKLOAD)
     flags = plan.command_flags()
-    assert flags[:4] == ["-c", "max_connections=30", "-c", "shared_buffers=192MB"]
+    assert flags[:4] == ["-c", "max_connections=30", "-c", "shared_buffers=336MB"]
     assert flags == plan_memory(PROD_HOST, PROD_RESERVES, PROD_WORKLOAD).command_flags()
 
 

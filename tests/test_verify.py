@@ -6,9 +6,7 @@ app; `pulumi` and `docker` are stand-in executables on PATH that answer as the r
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,11 @@ import psycopg
 import pytest
 
 from ops import verify
-from tests.support import rendered_database, start_rendered
+from tests.support import HealthEndpoint, rendered_database, stand_ins, start_rendered
 from tools.mock_engine import StackRun
 from tools.pg_server import PostgresServer
 
 pytestmark = pytest.mark.postgres
-
-
-class _App(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self) -> None:
-        self.send_response(self.status if self.path == "/healthz" else 404)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +30,23 @@ def server(dev_run: StackRun) -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def app() -> Iterator[str]:
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _App)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    _App.status = 200
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+def app_endpoint() -> Iterator[HealthEndpoint]:
+    endpoint = HealthEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture
+def app(app_endpoint: HealthEndpoint) -> str:
+    return app_endpoint.url
 
 
 @pytest.fixture
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Stand-in `docker` (the backup container's health) and `pulumi` (the stack's outputs)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text('#!/bin/sh\necho "last dump: 1764007200 scheduled memos-20251124T180000Z.dump"\n')
-    docker.chmod(0o755)
+    bin_dir = stand_ins(
+        tmp_path / "bin", {"docker": 'echo "last dump: 1764007200 scheduled memos-20251124T180000Z-scheduled.dump"'}
+    )
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     return bin_dir
 
@@ -98,7 +85,7 @@ def test_a_setting_that_drifted_from_the_plan_fails_and_is_named(
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute("ALTER ROLE memos RESET work_mem")
     assert not checks["settings equal the plan"].ok
-    assert checks["settings equal the plan"].detail == "work_mem is 64MB, planned 6656kB"
+    assert checks["settings equal the plan"].detail == "work_mem is 64MB, planned 7808kB"
 
 
 def test_a_missing_or_different_extension_fails(
@@ -113,9 +100,9 @@ def test_a_missing_or_different_extension_fails(
 
 
 def test_an_unhealthy_app_and_an_unreachable_database_fail(
-    dev_run: StackRun, server: PostgresServer, app: str, tools: Path
+    dev_run: StackRun, server: PostgresServer, app_endpoint: HealthEndpoint, app: str, tools: Path
 ) -> None:
-    _App.status = 503
+    app_endpoint.status = 503
     unreachable = {**outputs(dev_run, server, app), "db_endpoint": "127.0.0.1:1"}
     checks = {c.name: c for c in verify.verify(unreachable)}
     assert not checks["database answers"].ok
@@ -125,7 +112,7 @@ def test_an_unhealthy_app_and_an_unreachable_database_fail(
 
 
 def test_a_failed_backup_fails(dev_run: StackRun, server: PostgresServer, app: str, tools: Path) -> None:
-    (tools / "docker").write_text("#!/bin/sh\necho 'the last dump failed (1764007200 scheduled)'\nexit 1\n")
+    stand_ins(tools, {"docker": "echo 'the last dump failed (1764007200 scheduled)'; exit 1"})
     checks = {c.name: c for c in verify.verify(outputs(dev_run, server, app))}
     assert not checks["nightly backup"].ok
     assert checks["nightly backup"].detail == "the last dump failed (1764007200 scheduled)"
@@ -136,9 +123,7 @@ def test_the_command_reads_the_stack_outputs_with_pulumi(
 ) -> None:
     data = tools / "outputs.json"
     data.write_text(json.dumps(outputs(dev_run, server, app)))
-    pulumi = tools / "pulumi"
-    pulumi.write_text(f'#!/bin/sh\necho "$*" > "{tools}/pulumi-args"\ncat "{data}"\n')
-    pulumi.chmod(0o755)
+    stand_ins(tools, {"pulumi": f'echo "$*" > "{tools}/pulumi-args"\ncat "{data}"'})
     assert verify.main(["--stack", "dev"]) == 0
     assert (tools / "pulumi-args").read_text().split() == [
         "stack", "output", "--json", "--show-secrets", "--stack", "dev",
