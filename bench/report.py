@@ -326,10 +326,12 @@ def markdown(data: dict[str, Any]) -> str:
             f"({'accepted every time' if forced else 'NOT always accepted'}"
             f"; at most {max(after, default=0):.1f} MiB of page cache left in the group) before it started again, so "
             "the pass reads from the disk, not from shared_buffers or the page cache. "
-            "Warm = medians over the rounds of a final phase in which every configuration's server is up "
-            "(each in its own memory group) and the timed passes alternate between them, the order rotating "
-            "every round, after one untimed pass per server and ef_search; the per-configuration passes "
-            "measured right after each build are kept in the JSON as `sequential`.\n"
+            "Warm = medians over the rounds of a phase that runs once every configuration has loaded, built "
+            "and been queried cold, and before any pgbench or stress run: every server is up (each in its own "
+            "memory group), each takes a CHECKPOINT, and after one untimed pass per server and ef_search the "
+            "timed passes alternate between them, the order rotating every round. All servers thus hold a "
+            "freshly built index and no updates; the per-configuration passes measured right after each build "
+            "are kept in the JSON as `sequential`.\n"
         )
 
     out.append("## Mixed pgbench (vector top-10 + UPDATE per transaction)\n")
@@ -420,7 +422,7 @@ NOTES = """\
 - **Queries**: `SELECT id ... ORDER BY embedding <=> $1 LIMIT 10` (prepared), one connection, latency measured
   at the client. Recall@10 is against exact float64 brute force over the same vectors (numpy, computed once);
   a returned row whose exact distance ties the 10th within 1e-6 counts as a hit.
-- **pgbench**: one transaction = a top-10 query with a random vector from a 200-row `bench_query` table
+- **pgbench**: one transaction = a top-10 query with a random one of the query vectors, stored in a `bench_query` table
   (`ORDER BY embedding <=> (SELECT v ...)`, which still uses the HNSW index) plus
   `UPDATE memo_embedding SET updated_ts = now() WHERE id = :id`, `-M prepared`, default `hnsw.ef_search` (40).
   Clients: ours' max_connections - 3 (the app's share) for every configuration.

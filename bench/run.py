@@ -42,9 +42,9 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rows", type=int, help="embedding rows to load (default 40000; quick: 2000)")
-    parser.add_argument("--queries", type=int, help="query vectors per pass (default 400; quick: 40)")
+    parser.add_argument("--queries", type=int, help="query vectors per pass (default 800; quick: 40)")
     parser.add_argument(
-        "--repeats", type=int, help="interleaved warm rounds per ef_search, medians reported (default 5; quick: 2)"
+        "--repeats", type=int, help="interleaved warm rounds per ef_search, medians reported (default 9; quick: 2)"
     )
     parser.add_argument(
         "--build-repeats", type=int, help="HNSW builds per configuration, median reported (default 3; quick: 1)"
@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     defaults = {
         "rows": (2000, 40_000),
-        "queries": (40, 400),
-        "repeats": (2, 5),
+        "queries": (40, 800),
+        "repeats": (2, 9),
         "build_repeats": (1, 3),
         "pgbench_seconds": (5, 30),
         "stress_seconds": (8, 45),
@@ -132,132 +132,199 @@ def machine() -> dict[str, Any]:
     }
 
 
-Kept = dict[str, tuple[PostgresServer, MemoryCgroup, CpuMeter]]
+class ConfigRun:
+    """One configuration's server in its own memory group, measured phase by phase.
+
+    The phases run in two stages: `prepare` (load, build, queries) and, after the interleaved warm
+    queries over every configuration, `finish` (pgbench, stress). The warm queries thus meet every
+    server in the same state: freshly built index, no pgbench updates, no stress-run REINDEX and no
+    crash recovery (which the stress run causes where a configuration does not fit its limit).
+    """
+
+    def __init__(self, cfg: BenchConfig, args: argparse.Namespace, limit_mib: int) -> None:
+        self.cfg = cfg
+        self.args = args
+        self.result: dict[str, Any] = {
+            "description": cfg.description,
+            "settings": cfg.settings,
+            "phases": {},
+            "errors": [],
+        }
+        self.cgroup = MemoryCgroup(f"memos-bench-{cfg.name}", limit_mib)
+        self.server = PostgresServer(cfg.settings, superuser_password=PASSWORD, cgroup=self.cgroup)
+        self.cpu = CpuMeter(self.cgroup)
+        self.sampler = MemorySampler(self.cgroup, cpu=self.cpu)
+        self.watcher = LogWatcher(self.server.log_path)  # reset once the server is up
+        self.kernel = KernelLog()
+        self.max_connections = 0
+        self.seconds = 0.0
+        self.ready = False
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def prepare(self, dataset: Any) -> None:
+        """Start the server, then load, build and query; on any setup failure the server is dropped."""
+        started = time.monotonic()
+        server = self.server
+        try:
+            self.cgroup.create()
+            server.initdb()
+            server.start()
+            server.setup_database(INIT_SQL)
+            self.watcher = LogWatcher(server.log_path)
+            facts = workload.server_facts(server)
+            self.result["facts"] = facts
+            self.max_connections = int(facts["shown"]["max_connections"])
+            self.sampler.start()
+            self.phase("load", lambda: workload.load(server, dataset))
+            self.phase(
+                "build",
+                lambda: workload.build(server, repeats=self.args.build_repeats, server_cpu=self.cpu.server_seconds),
+                redo=lambda: workload.drop_index(server),
+            )
+            self.phase(
+                "queries",
+                lambda: workload.queries(server, dataset, efs=EFS, repeats=self.args.repeats),
+                redo=lambda: None,
+            )
+            self.ready = server.running
+        except Exception as exc:
+            self.fail(exc)
+        self.seconds += time.monotonic() - started
+
+    def finish(self, dataset: Any, app_clients: int) -> None:
+        """The mixed pgbench run at the app's connection count, then the stress run at max_connections."""
+        started = time.monotonic()
+        server = self.server
+        try:
+            if self.ready:
+                facts = self.result["facts"]
+                clients = min(app_clients, self.max_connections - 3)
+                self.phase(
+                    "pgbench",
+                    lambda: workload.pgbench(server, dataset, clients=clients, seconds=self.args.pgbench_seconds),
+                    redo=lambda: None,
+                )
+                self.phase(
+                    "stress",
+                    lambda: workload.stress(
+                        server,
+                        connections=self.max_connections - 3,
+                        seconds=self.args.stress_seconds,
+                        work_mem_kb=facts["work_mem_kb"],
+                        hash_mem_multiplier=facts["hash_mem_multiplier"],
+                        hold=self.args.hold_seconds,
+                    ),
+                    timeline=True,
+                )
+        except Exception as exc:
+            self.fail(exc)
+        self.seconds += time.monotonic() - started
+
+    def close(self) -> dict[str, Any]:
+        """Stop the server, remove its groups and total the OOM kills and crashes of every attempt."""
+        self.sampler.stop()
+        self.server.cleanup()
+        self.cgroup.remove()
+        self.cpu.remove()
+        result = self.result
+        runs = [run for p in result["phases"].values() for run in [p, *p.get("noisy_attempts", [])]]
+        result["oom_kills_total"] = sum(run["memory"]["oom_kills"] for run in runs)
+        result["crashes_total"] = sum(run["log"]["crashes"] for run in runs)
+        result["wall_seconds"] = self.seconds
+        return result
+
+    def fail(self, exc: Exception) -> None:
+        self.result["errors"].append(f"setup: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        self.ready = False
+        log(f"{self.cfg.name}: FAILED {exc}")
+
+    # -- phases ----------------------------------------------------------------------------------
+
+    def attempt(self, name: str, body: Callable[[], dict[str, Any]], timeline: bool) -> dict[str, Any]:
+        args, cpu, server = self.args, self.cpu, self.server
+        waited = cpu.wait_for_quiet(max_wait=args.max_quiet_wait) if args.max_quiet_wait > 0 else 0.0
+        if waited > 5:
+            log(f"{self.cfg.name}: waited {waited:.0f} s for other work on the machine to finish")
+        log(f"{self.cfg.name}: {name}")
+        out: dict[str, Any] = {}
+        postmaster = server.pid
+        before = cpu.snapshot()
+        with self.sampler.phase() as memory:
+            try:
+                out = body()
+            except Exception as exc:  # record and go on: a crash in one phase is a result
+                out = {"failed": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+                self.result["errors"].append(f"{name}: {traceback.format_exc(limit=3)}")
+        programs = float(out.get("client_program_cpu_s") or 0.0)
+        out["cpu"] = {
+            **CpuMeter.between(before, cpu.snapshot(), client_programs=programs),
+            "quiet_wait_s": round(waited, 1),
+        }
+        out["memory"] = memory.as_dict(with_timeline=timeline)
+        events = self.watcher.events(running=server.running)
+        out["log"] = events.as_dict()
+        victims = self.kernel.victims(self.cgroup.name, postmaster)
+        for victim in victims or []:
+            victim["process"] = "postmaster" if victim["postmaster"] else events.killed.get(victim["pid"], "?")
+        out["oom_victims"] = victims
+        summary = {k: v for k, v in out.items() if isinstance(v, (int, float, str)) or v is None}
+        log(f"{self.cfg.name}: {name} -> {summary} mem={out['memory']} cpu={out['cpu']} crashes={events.crashes}")
+        return out
+
+    def phase(
+        self,
+        name: str,
+        body: Callable[[], dict[str, Any]],
+        *,
+        timeline: bool = False,
+        redo: Callable[[], object] | None = None,
+    ) -> None:
+        """Run a phase; if other work on the machine used CPU meanwhile and `redo` can reset the
+        state, run it again (up to --noisy-retries times). Earlier attempts stay in the JSON."""
+        server = self.server
+        noisy: list[dict[str, Any]] = []
+        while True:
+            out = self.attempt(name, body, timeline)
+            clean = out["cpu"]["other_cores"] <= report.NOISY_CORES
+            broken = "failed" in out or out["log"]["crashes"] or out["memory"]["oom_kills"]
+            if clean or broken or redo is None or len(noisy) >= self.args.noisy_retries or not server.running:
+                break
+            log(f"{self.cfg.name}: {name} shared the CPU with other work; measuring it again")
+            noisy.append(out)
+            redo()
+        if noisy:
+            out["noisy_attempts"] = noisy
+        self.result["phases"][name] = out
+        if not server.running:
+            log(f"{self.cfg.name}: postmaster is gone; starting it again")
+            try:
+                server.stop()
+                server.start()
+            except Exception as exc:
+                self.result["errors"].append(f"restart after {name}: {exc}")
 
 
-def run_config(
-    cfg: BenchConfig, args: argparse.Namespace, dataset: Any, limit_mib: int, app_clients: int, *, keep: Kept
-) -> dict[str, Any]:
-    """Every phase for one configuration; its server stays up (in `keep`) for the interleaved warm queries."""
-    result: dict[str, Any] = {"description": cfg.description, "settings": cfg.settings, "phases": {}, "errors": []}
-    cgroup = MemoryCgroup(f"memos-bench-{cfg.name}", limit_mib)
-    cgroup.create()
-    server = PostgresServer(cfg.settings, superuser_password=PASSWORD, cgroup=cgroup)
-    cpu = CpuMeter(cgroup)
-    sampler = MemorySampler(cgroup, cpu=cpu)
-    started = time.monotonic()
-    try:
-        server.initdb()
-        server.start()
-        server.setup_database(INIT_SQL)
-        facts = workload.server_facts(server)
-        result["facts"] = facts
-        max_connections = int(facts["shown"]["max_connections"])
-        sampler.start()
-        watcher = LogWatcher(server.log_path)
-        kernel = KernelLog()
+def warm_in_alternation(runs: dict[str, ConfigRun], dataset: Any, rounds: int) -> None:
+    """Warm latency of every prepared configuration, measured in alternation; merged into its results.
 
-        def attempt(name: str, body: Callable[[], dict[str, Any]], timeline: bool) -> dict[str, Any]:
-            waited = cpu.wait_for_quiet(max_wait=args.max_quiet_wait) if args.max_quiet_wait > 0 else 0.0
-            if waited > 5:
-                log(f"{cfg.name}: waited {waited:.0f} s for other work on the machine to finish")
-            log(f"{cfg.name}: {name}")
-            out: dict[str, Any] = {}
-            postmaster = server.pid
-            before = cpu.snapshot()
-            with sampler.phase() as memory:
-                try:
-                    out = body()
-                except Exception as exc:  # record and go on: a crash in one phase is a result
-                    out = {"failed": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
-                    result["errors"].append(f"{name}: {traceback.format_exc(limit=3)}")
-            programs = float(out.get("client_program_cpu_s") or 0.0)
-            out["cpu"] = {
-                **CpuMeter.between(before, cpu.snapshot(), client_programs=programs),
-                "quiet_wait_s": round(waited, 1),
-            }
-            out["memory"] = memory.as_dict(with_timeline=timeline)
-            events = watcher.events(running=server.running)
-            out["log"] = events.as_dict()
-            victims = kernel.victims(cgroup.name, postmaster)
-            for victim in victims or []:
-                victim["process"] = "postmaster" if victim["postmaster"] else events.killed.get(victim["pid"], "?")
-            out["oom_victims"] = victims
-            summary = {k: v for k, v in out.items() if isinstance(v, (int, float, str)) or v is None}
-            log(f"{cfg.name}: {name} -> {summary} mem={out['memory']} cpu={out['cpu']} crashes={events.crashes}")
-            return out
-
-        def phase(
-            name: str,
-            body: Callable[[], dict[str, Any]],
-            *,
-            timeline: bool = False,
-            redo: Callable[[], object] | None = None,
-        ) -> None:
-            """Run a phase; if other work on the machine used CPU meanwhile and `redo` can reset the
-            state, run it again (up to --noisy-retries times). Earlier attempts stay in the JSON."""
-            noisy: list[dict[str, Any]] = []
-            while True:
-                out = attempt(name, body, timeline)
-                clean = out["cpu"]["other_cores"] <= report.NOISY_CORES
-                broken = "failed" in out or out["log"]["crashes"] or out["memory"]["oom_kills"]
-                if clean or broken or redo is None or len(noisy) >= args.noisy_retries or not server.running:
-                    break
-                log(f"{cfg.name}: {name} shared the CPU with other work; measuring it again")
-                noisy.append(out)
-                redo()
-            if noisy:
-                out["noisy_attempts"] = noisy
-            result["phases"][name] = out
-            if not server.running:
-                log(f"{cfg.name}: postmaster is gone; starting it again")
-                try:
-                    server.stop()
-                    server.start()
-                except Exception as exc:
-                    result["errors"].append(f"restart after {name}: {exc}")
-
-        phase("load", lambda: workload.load(server, dataset))
-        phase(
-            "build",
-            lambda: workload.build(server, repeats=args.build_repeats, server_cpu=cpu.server_seconds),
-            redo=lambda: workload.drop_index(server),
-        )
-        phase("queries", lambda: workload.queries(server, dataset, efs=EFS, repeats=args.repeats), redo=lambda: None)
-        clients = min(app_clients, max_connections - 3)
-        phase(
-            "pgbench",
-            lambda: workload.pgbench(server, dataset, clients=clients, seconds=args.pgbench_seconds),
-            redo=lambda: None,
-        )
-        phase(
-            "stress",
-            lambda: workload.stress(
-                server,
-                connections=max_connections - 3,
-                seconds=args.stress_seconds,
-                work_mem_kb=facts["work_mem_kb"],
-                hash_mem_multiplier=facts["hash_mem_multiplier"],
-                hold=args.hold_seconds,
-            ),
-            timeline=True,
-        )
-    except Exception as exc:
-        result["errors"].append(f"setup: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        log(f"{cfg.name}: FAILED {exc}")
-    finally:
-        sampler.stop()
-        if server.running:
-            keep[cfg.name] = (server, cgroup, cpu)
-        else:
-            server.cleanup()
-            cgroup.remove()
-            cpu.remove()
-    runs = [run for p in result["phases"].values() for run in [p, *p.get("noisy_attempts", [])]]
-    result["oom_kills_total"] = sum(run["memory"]["oom_kills"] for run in runs)
-    result["crashes_total"] = sum(run["log"]["crashes"] for run in runs)
-    result["wall_seconds"] = time.monotonic() - started
-    return result
+    A CHECKPOINT first, on every server, so that no configuration's queries share the CPU and the disk
+    with the writeback of its own index build.
+    """
+    ready = {name: run for name, run in runs.items() if run.ready and run.server.running}
+    if not ready:
+        return
+    for run in ready.values():
+        with workload.connect(run.server) as conn:
+            conn.execute("CHECKPOINT")
+    log(f"=== warm queries, {rounds} interleaved rounds over {', '.join(ready)}")
+    warm = workload.interleaved_warm({n: r.server for n, r in ready.items()}, dataset, efs=EFS, rounds=rounds)
+    for name, by_ef in warm.items():
+        for ef, measured in by_ef.items():
+            entry = ready[name].result["phases"]["queries"]["efs"][ef]
+            entry["sequential"] = {k: entry.pop(k) for k in ("warm_runs", "warm", "warm_buffers") if k in entry}
+            entry.update(measured)
+            log(f"{name}: ef_search {ef} warm {measured['warm']}")
 
 
 def render(path: Path) -> None:
@@ -293,25 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     app_clients = prod.max_connections - 3
     log(f"database container limit {limit} MiB; app clients {app_clients}; generating {args.rows} vectors")
     dataset = make_dataset(args.rows, args.queries, seed=args.seed)
-    results: dict[str, Any] = {}
-    kept: Kept = {}
+    runs: dict[str, ConfigRun] = {}
     try:
         for cfg in configurations(prod.settings, args.config_names):
             log(f"=== {cfg.name}: {cfg.description}")
-            results[cfg.name] = run_config(cfg, args, dataset, limit, app_clients, keep=kept)
-        log(f"=== warm queries, {args.repeats} interleaved rounds over {', '.join(kept)}")
-        warm = workload.interleaved_warm({n: k[0] for n, k in kept.items()}, dataset, efs=EFS, rounds=args.repeats)
-        for name, by_ef in warm.items():
-            for ef, measured in by_ef.items():
-                entry = results[name]["phases"]["queries"]["efs"][ef]
-                entry["sequential"] = {k: entry.pop(k) for k in ("warm_runs", "warm", "warm_buffers") if k in entry}
-                entry.update(measured)
-                log(f"{name}: ef_search {ef} warm {measured['warm']}")
+            # Created only now, so that each new server's port is chosen while the others listen.
+            runs[cfg.name] = run = ConfigRun(cfg, args, limit)
+            run.prepare(dataset)
+        warm_in_alternation(runs, dataset, args.repeats)
+        for name, run in runs.items():
+            log(f"=== {name}: pgbench and stress")
+            run.finish(dataset, app_clients)
     finally:
-        for server, cgroup, cpu in kept.values():
-            server.cleanup()
-            cgroup.remove()
-            cpu.remove()
+        results = {name: run.close() for name, run in runs.items()}
     facts = next((r["facts"] for r in results.values() if "facts" in r), {})
     canonical = "uv run python -m bench.run" + (" --quick" if args.quick else "")
     given = argv if argv is not None else sys.argv[1:]

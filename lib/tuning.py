@@ -47,6 +47,9 @@ AUX_PROCESS_MIB = 4
 #: work_mem like a sort, so a query with one sort and one hash stays within 2 x work_mem.
 WORK_MEM_NODES_PER_QUERY = 2
 MIN_WORK_MEM_KB = 1024
+#: shared_buffers beyond its floor gives way (in 16 MiB steps) while work_mem would be below this:
+#: sorts of the app's memo lists (ids and timestamps of thousands of rows) still fit in memory.
+PREFERRED_WORK_MEM_KB = 1536
 MIN_DATABASE_LIMIT_MIB = 384
 
 
@@ -131,20 +134,32 @@ def hnsw_index_mib(workload: Workload) -> int:
 
 
 def shared_buffers_mib(limit_mib: int, workload: Workload) -> int:
-    """Postgres' own page cache: big enough for the HNSW index, within bounds of the container.
+    """Postgres' own page cache: the HNSW index and the table pages that queries touch.
 
-    Formula: the index size x 1.05, rounded up to 16 MiB, but at least 20 % and at most 35 % of the
+    Formula: the index size x 1.25, rounded up to 16 MiB, but at least 20 % and at most 40 % of the
     database container limit (rounded down to 16 MiB).
     Source: the PostgreSQL manual's starting point of 25 % of RAM for a dedicated server (PGTune:
-    RAM / 4), and pgvector's advice that HNSW queries are fast while the index stays in memory: the
-    benchmark's warm p95 nearly halves once the whole index fits in shared_buffers instead of being
-    copied in from the page cache. Capped at 35 % because the container limit is not the machine: the
-    page cache for the data files is charged to the same cgroup, and the limit must also carry the
-    HNSW build and every backend. Caveat: an index above the cap is served partly from the page cache.
+    RAM / 4), and pgvector's advice that HNSW queries are fast while the index stays in memory. The
+    extra quarter is for the table: to evaluate the query's `ORDER BY embedding <=> $1`, the
+    executor detoasts the embedding of every row the index returns, so searches also read the
+    vectors' TOAST pages. Measured on PostgreSQL 18.6 + pgvector 0.8.6 (pg_buffercache), 800 top-10
+    searches over 40 000 rows touched the 313 MiB index plus 65 MiB of TOAST; an earlier plan of the
+    index x 1.05 (336 MB) kept a warm hit ratio of 96-97 % and a warm p95 up to 20 % behind a
+    512 MB cache, which reached 100 %. Capped at 40 % because the container limit is not the machine: the page
+    cache for the data files is charged to the same cgroup, and the limit must also carry the HNSW
+    build and every backend. Caveat: as the distinct results grow towards the whole table, more of
+    the TOAST is served from the page cache (a copy per page, still no disk read while it fits).
     """
-    floor = max(32, round_down(limit_mib * 0.20, 16))
-    cap = max(floor, round_down(limit_mib * 0.35, 16))
-    return min(cap, max(floor, round_up(hnsw_index_mib(workload) * 1.05, 16)))
+    floor = shared_buffers_floor_mib(limit_mib)
+    cap = max(floor, round_down(limit_mib * 0.40, 16))
+    return min(cap, max(floor, round_up(hnsw_index_mib(workload) * 1.25, 16)))
+
+
+def shared_buffers_floor_mib(limit_mib: int) -> int:
+    """The least shared_buffers the planner gives: 20 % of the container limit (rounded down to
+    16 MiB), at least 32 MiB. Source: below PGTune's 25 %, so that a small container keeps room
+    for connections. Caveat: on such a floor the index is served largely from the page cache."""
+    return max(32, round_down(limit_mib * 0.20, 16))
 
 
 def wal_buffers_mib(shared_buffers: int) -> int:
@@ -276,8 +291,11 @@ def plan_memory(host: Host, reserves: Reserves, workload: Workload) -> MemoryPla
 
     work_mem is whatever is left once everything else is committed:
         work_mem = (limit - committed) / (max_connections x 2), rounded down to 64 kB,
-    and must be at least 1 MiB. If it is not, the key to change is the one whose demand does not fit:
-    the expected embeddings when the HNSW build alone leaves too little, the connections otherwise.
+    and must be at least 1 MiB. While it would be below PREFERRED_WORK_MEM_KB, shared_buffers gives
+    way in 16 MiB steps down to its floor: the HNSW build comes first (it is what makes a restore
+    or a REINDEX take seconds rather than minutes), then a usable work_mem, then the cache. If even
+    1 MiB does not fit, the key to change is the one whose demand does not fit: the expected
+    embeddings when the HNSW build alone leaves too little, the connections otherwise.
     """
     limit = database_limit_mib(host, reserves)
     if limit < MIN_DATABASE_LIMIT_MIB:
@@ -288,31 +306,44 @@ def plan_memory(host: Host, reserves: Reserves, workload: Workload) -> MemoryPla
             f"and backups ({reserves.backup_mib}); it needs at least {MIN_DATABASE_LIMIT_MIB} MiB: "
             "lower memos:appMemoryMb or choose a larger instance",
         )
-    sb = shared_buffers_mib(limit, workload)
-    wal = wal_buffers_mib(sb)
     maintenance = hnsw_build_mib(workload)
-    # Everything but work_mem first; work_mem then gets what is left.
-    base = MemoryPlan(
-        host=host,
-        reserves=reserves,
-        workload=workload,
-        database_limit_mib=limit,
-        shared_buffers_mib=sb,
-        wal_buffers_mib=wal,
-        shared_memory_mib=shared_memory_mib(sb, wal, workload.max_connections),
-        maintenance_work_mem_mib=maintenance,
-        work_mem_kb=0,
-        autovacuum_max_workers=autovacuum_workers(host.vcpus),
-        autovacuum_work_mem_mib=AUTOVACUUM_WORK_MEM_MIB,
-        max_parallel_maintenance_workers=1 if host.vcpus >= 2 else 0,
-        shm_size_mib=shm_size_mib(maintenance),
-        effective_cache_size_mib=effective_cache_size_mib(limit),
-        io_workers=max(2, min(4, host.vcpus)),
-        margin_mib=round_up(limit * 0.05, 1),
-    )
+
+    def without_work_mem(sb: int) -> MemoryPlan:
+        """Everything but work_mem, for a given shared_buffers; work_mem then gets what is left."""
+        wal = wal_buffers_mib(sb)
+        return MemoryPlan(
+            host=host,
+            reserves=reserves,
+            workload=workload,
+            database_limit_mib=limit,
+            shared_buffers_mib=sb,
+            wal_buffers_mib=wal,
+            shared_memory_mib=shared_memory_mib(sb, wal, workload.max_connections),
+            maintenance_work_mem_mib=maintenance,
+            work_mem_kb=0,
+            autovacuum_max_workers=autovacuum_workers(host.vcpus),
+            autovacuum_work_mem_mib=AUTOVACUUM_WORK_MEM_MIB,
+            max_parallel_maintenance_workers=1 if host.vcpus >= 2 else 0,
+            shm_size_mib=shm_size_mib(maintenance),
+            effective_cache_size_mib=effective_cache_size_mib(limit),
+            io_workers=max(2, min(4, host.vcpus)),
+            margin_mib=round_up(limit * 0.05, 1),
+        )
+
     per_connection_kb = workload.max_connections * WORK_MEM_NODES_PER_QUERY
-    spare_kb = (limit - base.worst_case_mib()) * KIB_PER_MIB
-    work_mem_kb = round_down(spare_kb / per_connection_kb, 64) if spare_kb > 0 else 0
+
+    def work_mem_left(plan: MemoryPlan) -> int:
+        spare_kb = (limit - plan.worst_case_mib()) * KIB_PER_MIB
+        return round_down(spare_kb / per_connection_kb, 64) if spare_kb > 0 else 0
+
+    sb = shared_buffers_mib(limit, workload)
+    floor = shared_buffers_floor_mib(limit)
+    base = without_work_mem(sb)
+    work_mem_kb = work_mem_left(base)
+    while work_mem_kb < PREFERRED_WORK_MEM_KB and sb - 16 >= floor:
+        sb -= 16
+        base = without_work_mem(sb)
+        work_mem_kb = work_mem_left(base)
     if work_mem_kb < MIN_WORK_MEM_KB:
         smallest_build = replace(base, maintenance_work_mem_mib=64)
         if (limit - smallest_build.worst_case_mib()) * KIB_PER_MIB >= per_connection_kb * MIN_WORK_MEM_KB:
