@@ -29,6 +29,29 @@ def _target(name: str, status: str, detail: str, **values: Any) -> dict[str, Any
     return {"name": name, "status": status, "detail": detail, **values}
 
 
+def _within_best(
+    configs: dict[str, Any], ef: str, label: str, path: tuple[str, ...], *, lower_is_better: bool, unit: str
+) -> dict[str, Any]:
+    """Target: ours' query metric at one ef_search within 10 % of the best configuration's."""
+    name = f"ours' {label} (ef_search {ef}) within 10% of the best"
+    values = {n: _get(c, "phases", "queries", "efs", ef, *path) for n, c in configs.items()}
+    values = {n: v for n, v in values.items() if isinstance(v, (int, float)) and not math.isnan(v)}
+    if "ours" not in values:
+        return _target(name, "N/A", "ours has no query result")
+    pick = min if lower_is_better else max
+    best_name = pick(values, key=lambda n: values[n])
+    best = values[best_name]
+    limit = best * (1.10 if lower_is_better else 0.90)
+    ok = values["ours"] <= limit if lower_is_better else values["ours"] >= limit
+    digits = 2 if unit else 4
+    return _target(
+        name,
+        "PASS" if ok else "FAIL",
+        f"ours {values['ours']:.{digits}f}{unit}, best {best_name} {best:.{digits}f}{unit} "
+        f"(limit {limit:.{digits}f}{unit})",
+    )
+
+
 def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     configs: dict[str, Any] = data["configs"]
     ours = configs.get("ours")
@@ -54,38 +77,8 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     for ef in EF_KEYS:
-        p95s = {n: _get(c, "phases", "queries", "efs", ef, "warm", "p95_ms") for n, c in configs.items()}
-        p95s = {n: v for n, v in p95s.items() if isinstance(v, (int, float)) and not math.isnan(v)}
-        name = f"ours' warm p95 (ef_search {ef}) within 10% of the best"
-        if "ours" not in p95s:
-            out.append(_target(name, "N/A", "ours has no query result"))
-        else:
-            best_name = min(p95s, key=lambda n: p95s[n])
-            best = p95s[best_name]
-            ok = p95s["ours"] <= best * 1.10
-            out.append(
-                _target(
-                    name,
-                    "PASS" if ok else "FAIL",
-                    f"ours {p95s['ours']:.2f} ms, best {best_name} {best:.2f} ms (limit {best * 1.10:.2f} ms)",
-                )
-            )
-        recalls = {n: _get(c, "phases", "queries", "efs", ef, "recall") for n, c in configs.items()}
-        recalls = {n: v for n, v in recalls.items() if isinstance(v, (int, float))}
-        name = f"ours' recall@10 (ef_search {ef}) within 10% of the best"
-        if "ours" not in recalls:
-            out.append(_target(name, "N/A", "ours has no query result"))
-        else:
-            best_name = max(recalls, key=lambda n: recalls[n])
-            best = recalls[best_name]
-            ok = recalls["ours"] >= best * 0.90
-            out.append(
-                _target(
-                    name,
-                    "PASS" if ok else "FAIL",
-                    f"ours {recalls['ours']:.4f}, best {best_name} {best:.4f} (limit {best * 0.90:.4f})",
-                )
-            )
+        out.append(_within_best(configs, ef, "warm p95", ("warm", "p95_ms"), lower_is_better=True, unit=" ms"))
+        out.append(_within_best(configs, ef, "recall@10", ("recall",), lower_is_better=False, unit=""))
 
     phases = ours.get("phases", {})
     per_phase = {
