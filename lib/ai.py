@@ -58,10 +58,6 @@ class AiPlan:
     #: Providers whose API key the app receives (the config key is API_KEYS[provider][0]).
     key_providers: tuple[str, ...]
 
-    @property
-    def rerank_enabled(self) -> bool:
-        return self.enabled and "siliconflow" in self.key_providers
-
 
 def _check_url(key: str, value: str) -> None:
     parts = urlsplit(value)

@@ -11,7 +11,6 @@ container's configuration.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 
 from lib.ai import API_KEYS, AiPlan
 
@@ -107,8 +106,3 @@ def dsn(*, user: str, password: str, host: str, port: int, database: str) -> str
     if not password.isalnum():
         raise ValueError("the app password must be alphanumeric to sit in a DSN unescaped")
     return f"postgres://{user}:{password}@{host}:{port}/{database}?sslmode=disable"
-
-
-def secret_uploads(dsn_value: str, keys: Mapping[str, str]) -> dict[str, str]:
-    """Path -> content of every secret file in the app container (used by the tests and the wrapper)."""
-    return {DSN_FILE: dsn_value} | {key_file(provider): value for provider, value in keys.items()}

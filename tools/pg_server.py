@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +104,6 @@ class MemoryCgroup:
     def reset_peak(self) -> None:
         """Start a new measurement window for peak_bytes()."""
         (self.path / "memory.max_usage_in_bytes").write_text("0")
-
-    def usage_bytes(self) -> int:
-        return int((self.path / "memory.usage_in_bytes").read_text())
 
     def force_empty(self) -> bool:
         """Reclaim every page the group can give back, its page cache included (cgroup v1 force_empty).
@@ -322,21 +319,3 @@ class PostgresServer:
 
     def bin(self, name: str) -> str:
         return str(BIN / name)
-
-
-@contextlib.contextmanager
-def running_server(
-    settings: Mapping[str, str],
-    *,
-    init_sql: str,
-    superuser_password: str = "harness-superuser-password",
-    cgroup: MemoryCgroup | None = None,
-) -> Iterator[PostgresServer]:
-    server = PostgresServer(settings, superuser_password=superuser_password, cgroup=cgroup)
-    try:
-        server.initdb()
-        server.start()
-        server.setup_database(init_sql)
-        yield server
-    finally:
-        server.cleanup()
