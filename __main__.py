@@ -5,16 +5,21 @@ Only composes: read the settings, build the components in dependency order, expo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 
+from components.alarms import HostAlarms, HostAlarmsArgs
 from components.app import MemosApp, MemosAppArgs
 from components.backup import OFFSITE_PREFIX, DatabaseBackups, DatabaseBackupsArgs, OffsiteCopy
 from components.database import PgvectorDatabase, PgvectorDatabaseArgs
+from components.destroy_guard import DestroyGuard, DestroyGuardArgs
 from components.docker_target import DockerTarget, local_docker_target, remote_docker_target
 from components.ecs_host import EcsHost, EcsHostArgs, operator_ssh_command, ssh_options
 from components.network import AppNetwork, AppNetworkArgs
 from components.offsite_bucket import OffsiteBackupBucket, OffsiteBackupBucketArgs
 from components.proxy import HttpsProxy, HttpsProxyArgs
+from components.rds import RdsDatabase, RdsDatabaseArgs
 from components.volumes import DataVolumes, DataVolumesArgs
 from lib.app_env import APP_PORT, app_environment
 from lib.errors import ConfigError
@@ -22,13 +27,15 @@ from lib.images import expected_extensions
 from settings import OFFSITE_MEMORY_MIB, StackSettings, from_pulumi_config
 
 
-def docker_target(s: StackSettings, tags: dict[str, str], role: pulumi.Input[str] | None) -> DockerTarget:
+def docker_target(
+    s: StackSettings, tags: dict[str, str], role: pulumi.Input[str] | None
+) -> tuple[DockerTarget, EcsHost | None]:
     if s.ecs is None:
-        return local_docker_target()
-    ecs, plan = s.ecs, s.database.plan
+        return local_docker_target(), None
+    ecs = s.ecs
     host = EcsHost("host", EcsHostArgs(
         ecs=ecs, name_prefix=s.name_prefix, stack=s.stack, protect=s.protect_data, tags=tags,
-        vcpus=plan.host.vcpus, memory_mib=plan.host.memory_mib, ram_role_name=role,
+        vcpus=s.host.vcpus, memory_mib=s.host.memory_mib, ram_role_name=role,
         public_app_port=s.app.host_port if s.app.public else None,
     ))  # fmt: skip
     pulumi.export("public_ip", host.public_ip)
@@ -36,7 +43,23 @@ def docker_target(s: StackSettings, tags: dict[str, str], role: pulumi.Input[str
     pulumi.export("docker_host", host.public_ip.apply(lambda ip: f"ssh://{ecs.ssh_user}@{ip}"))
     pulumi.export("cloud_init_sha256", host.cloud_init_sha256)
     options = ssh_options(ecs, s.stack)
-    return remote_docker_target(user=ecs.ssh_user, address=host.public_ip, ssh_options=options, ready=host.ready)
+    target = remote_docker_target(
+        user=ecs.ssh_user, address=host.public_ip, ssh_options=options, ready=host.ready, host=host
+    )
+    return target, host
+
+
+def rds_database(s: StackSettings, host: EcsHost | None, target: DockerTarget, tags: dict[str, str]) -> RdsDatabase:
+    db, ecs = s.database, s.ecs
+    if db.rds is None or ecs is None or host is None:
+        raise ConfigError("database", "rds runs only next to the production ECS host (memos:stage prod)")
+    return RdsDatabase("rds", RdsDatabaseArgs(
+        rds=db.rds, zone_id=ecs.zone_id, vpc_id=host.vpc_id, vswitch_id=host.vswitch_id,
+        vswitch_cidr=ecs.vswitch_cidr, name_prefix=s.name_prefix, database=db.name, app_account=db.app_role,
+        app_password_generation=db.password_generation, admin_password_generation=db.superuser_password_generation,
+        client_image=str(s.images.postgres), shell_prefix=target.shell_prefix, docker_options=target.options(),
+        depends_on=[host.ready], protect=s.protect_data, tags=tags,
+    ))  # fmt: skip
 
 
 def main(s: StackSettings) -> None:
@@ -49,8 +72,10 @@ def main(s: StackSettings) -> None:
             name_prefix=prefix, stack=s.stack, prefix=OFFSITE_PREFIX, retention_days=s.backup.oss_retention_days,
             region=s.region, protect=s.protect_data, tags=tags,
         ))  # fmt: skip
-    target = docker_target(s, tags, bucket.role_name if bucket else None)
+    target, host = docker_target(s, tags, bucket.role_name if bucket else None)
     on_docker = target.options()
+    alarms = host_alarms(s, host, target, backup_age=bucket is not None and db.plan is not None)
+    others = [alarms] if alarms else []
 
     network = AppNetwork("network", AppNetworkArgs(name=f"{prefix}-net", labels=labels), opts=on_docker)
     volume_names = {"database": f"{prefix}-pgdata", "app": f"{prefix}-appdata", "backups": f"{prefix}-backups"}
@@ -60,6 +85,13 @@ def main(s: StackSettings) -> None:
         volume_names["offsite"] = f"{prefix}-offsite"
     volumes = DataVolumes("volumes", DataVolumesArgs(names=volume_names, protect=s.protect_data, labels=labels),
                           opts=on_docker)  # fmt: skip
+    # With RDS the container database's volumes stay (protected, retained) until the operator removes them.
+    if db.plan is None:
+        managed = rds_database(s, host, target, tags)
+        pulumi.export("rds_endpoint", pulumi.Output.concat(managed.host, ":", managed.port.apply(str)))
+        finish(s, target=target, network=network, volumes=volumes, dsn=managed.app_dsn, before_app=[managed],
+               others=others)  # fmt: skip
+        return
     database = PgvectorDatabase("database", PgvectorDatabaseArgs(
         image=str(s.images.postgres), container_name=f"{prefix}-postgres", network_name=network.name,
         data_volume_name=volumes.names["database"], plan=db.plan, host_port=db.host_port, database=db.name,
@@ -74,43 +106,107 @@ def main(s: StackSettings) -> None:
         retention_days=s.backup.retention_days, memory_mib=s.backup.memory_mib, shell_prefix=target.shell_prefix,
         upgrade_triggers=[str(s.images.app)], labels=labels, depends_on=[database],
         offsite=OffsiteCopy(
-            bucket=bucket.bucket_name, endpoint=bucket.internal_endpoint, image=str(s.backup.uploader_image),
-            state_volume_name=volumes.names["offsite"], memory_mib=OFFSITE_MEMORY_MIB,
+            bucket=bucket.bucket_name, endpoint=bucket.internal_endpoint, region=s.region, role_name=bucket.role_name,
+            base_image=str(s.backup.uploader_image), pip_index_url=s.backup.pip_index_url, stack=s.stack,
+            metric_group_id=alarms.group_id if alarms else None, state_volume_name=volumes.names["offsite"],
+            memory_mib=OFFSITE_MEMORY_MIB,
         ) if bucket else None,
     ), opts=on_docker)  # fmt: skip
 
-    if s.proxy is not None:
-        url: pulumi.Output[str] = pulumi.Output.from_input(f"https://{s.proxy.domain}")
-    else:
-        url = target.address.apply(lambda host: f"http://{host}:{s.app.host_port}")
-    instance_url = pulumi.Output.from_input(s.app.instance_url) if s.app.instance_url else url
+    pulumi.export("db_container", database.container_name)
+    pulumi.export("backup_container", backups.container_name)
+    pulumi.export("db_settings", db.plan.postgres_settings())
+    finish(
+        s,
+        target=target,
+        network=network,
+        volumes=volumes,
+        dsn=database.app_dsn,
+        before_app=[database, backups],
+        bucket=bucket,
+        others=others,
+    )
+
+
+def finish(
+    s: StackSettings,
+    *,
+    target: DockerTarget,
+    network: AppNetwork,
+    volumes: DataVolumes,
+    dsn: pulumi.Output[str],
+    before_app: list[pulumi.Resource],
+    bucket: OffsiteBackupBucket | None = None,
+    others: Sequence[pulumi.Resource] = (),
+) -> None:
+    """The app and the proxy, the destroy guard and the exports common to both databases."""
+    prefix, on_docker = s.name_prefix, target.options()
+    labels = {"org.memos-infra.project": "memos", "org.memos-infra.stack": s.stack}
+    instance_url = public_url(s, target)
     app = MemosApp("app", MemosAppArgs(
         image=str(s.images.app), container_name=None if s.proxy else f"{prefix}-app", network_name=network.name,
-        data_volume_name=volumes.names["app"], dsn=database.app_dsn, api_keys=s.ai.keys,
+        data_volume_name=volumes.names["app"], dsn=dsn, api_keys=s.ai.keys,
         clear_env=instance_url.apply(lambda u: app_environment(
             s.ai.plan, instance_url=u, timezone=s.app.timezone, memory_mib=s.app.memory_mib)),
         memory_mib=s.app.memory_mib, host_port=s.app.host_port, public=s.app.public, labels=labels,
-        depends_on=[database, backups],
+        depends_on=before_app,
     ), opts=on_docker)  # fmt: skip
+    # Every resource of the stack, for the destroy guard (deleted first, protected in prod).
+    parts: list[pulumi.Resource] = [*target.resources, network, volumes, *before_app, app, *others]
+    parts += [bucket] if bucket else []
     if s.proxy is not None:
-        HttpsProxy("proxy", HttpsProxyArgs(
+        parts.append(HttpsProxy("proxy", HttpsProxyArgs(
             image=str(s.images.proxy), container_name=f"{prefix}-proxy", domain=s.proxy.domain,
             acme_email=s.proxy.acme_email, upstream=f"{app.network_alias}:{APP_PORT}", network_name=network.name,
             data_volume_name=volumes.names["proxy"], memory_mib=s.proxy.memory_mib, public=s.is_prod,
             labels=labels, depends_on=[app],
-        ), opts=on_docker)  # fmt: skip
+        ), opts=on_docker))  # fmt: skip
+    DestroyGuard(
+        "destroy-guard", DestroyGuardArgs(protect=s.protect_data), opts=pulumi.ResourceOptions(depends_on=parts)
+    )
 
     pulumi.export("app_url", instance_url)
-    if db.host_port is not None:
-        pulumi.export("db_endpoint", f"127.0.0.1:{db.host_port}")
-    pulumi.export("db_container", database.container_name)
-    pulumi.export("backup_container", backups.container_name)
+    if s.database.host_port is not None:
+        pulumi.export("db_endpoint", f"127.0.0.1:{s.database.host_port}")
     pulumi.export("app_container", app.container_name)
-    pulumi.export("db_settings", db.plan.postgres_settings())
     pulumi.export("db_extensions", expected_extensions(s.images.postgres))
-    pulumi.export("app_dsn", database.app_dsn)
+    pulumi.export("memory_plan", memory_plan(s))
+    pulumi.export("app_dsn", dsn)
     if bucket:
         pulumi.export("backup_bucket", bucket.bucket_name)
+
+
+def public_url(s: StackSettings, target: DockerTarget) -> pulumi.Output[str]:
+    """Where users reach the app: memos:instanceUrl, the domain behind the proxy, or the host's port."""
+    if s.app.instance_url:
+        return pulumi.Output.from_input(s.app.instance_url)
+    if s.proxy is not None:
+        return pulumi.Output.from_input(f"https://{s.proxy.domain}")
+    return target.address.apply(lambda host: f"http://{host}:{s.app.host_port}")
+
+
+def host_alarms(s: StackSettings, host: EcsHost | None, target: DockerTarget, *, backup_age: bool) -> HostAlarms | None:
+    """CloudMonitor alarms on the prod host and its public /healthz."""
+    if s.alarms is None or host is None:
+        return None
+    return HostAlarms("alarms", HostAlarmsArgs(
+        alarms=s.alarms, name_prefix=s.name_prefix, stack=s.stack, region=s.region, instance_id=host.instance_id,
+        instance_name=f"{s.name_prefix}-host", health_url=public_url(s, target).apply(lambda u: f"{u}/healthz"),
+        backup_age=backup_age,
+    ))  # fmt: skip
+
+
+def memory_plan(s: StackSettings) -> dict[str, int | str]:
+    """The host's memory split, as the planner made it (MiB)."""
+    proxy = s.proxy.memory_mib if s.proxy else 0
+    plan = s.database.plan
+    split: dict[str, int | str] = {"host": s.host.memory_mib, "app": s.app.memory_mib, "proxy": proxy}
+    if plan is None:
+        split["database"] = "ApsaraDB RDS: no database or dump container here, their memory went to the app"
+    else:
+        split |= {"os": plan.reserves.os_mib, "docker": plan.reserves.docker_mib,
+                  "backup": plan.reserves.backup_mib, "database": plan.database_limit_mib}  # fmt: skip
+    return split
 
 
 try:

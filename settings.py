@@ -10,29 +10,43 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
 import pulumi
+import pulumi_alicloud as alicloud
 from pulumi.runtime.config import is_config_secret
 
 from lib.ai import API_KEYS, AiPlan, plan_ai
 from lib.config_reader import ConfigValues
 from lib.errors import ConfigError
 from lib.images import ImageRef, parse_image
+from lib.rds import backup_window
+from lib.releases import SCHEMA_EXISTS_KEY, check_app_release
 from lib.schedule import parse_daily_time
-from lib.tuning import Host, MemoryPlan, Reserves, Workload, plan_memory
+from lib.tuning import Host, MemoryPlan, Reserves, Workload, app_share_without_database, plan_memory
 
 Stage = Literal["dev", "prod"]
+DatabaseKind = Literal["container", "rds"]
+#: Looks up an ECS instance type in the region: (vCPUs, memory in MiB), or None when it is not sold.
+InstanceShape = Callable[[str], "tuple[int, int] | None"]
 
 #: Config keys that hold secrets and are read only with `get_secret`.
 SECRET_KEYS = tuple(config_key for config_key, _ in API_KEYS.values())
 _NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_TIMEZONE = re.compile(r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+-]+){1,2})$")
+#: Keys that were removed; a stack that still sets one is told what replaced it.
+RETIRED_KEYS: Mapping[str, str] = {
+    "embeddingStorage": (
+        "is no longer a setting: the app stores and indexes vector(1024) (4 bytes a dimension), so the "
+        "HNSW build is always sized for vector, and sizing it as halfvec would under-size "
+        "maintenance_work_mem for the index the app really builds; run: pulumi config rm memos:embeddingStorage"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -55,14 +69,37 @@ class AppSettings:
 
 
 @dataclass(frozen=True)
+class RdsSettings:
+    """ApsaraDB RDS for PostgreSQL in place of the database container (prod only)."""
+
+    #: Major version as RDS names it, e.g. "18.0".
+    engine_version: str
+    instance_class: str
+    #: RDS edition: Basic (one node) or HighAvailability (primary and standby).
+    category: str
+    storage_gb: int
+    storage_type: str
+    #: Days RDS keeps its backups (memos:backupRetentionDays, 7-730 on RDS).
+    backup_retention_days: int
+    #: Daily backup window in UTC, as RDS writes it: "HH:00Z-HH:00Z".
+    backup_window: str
+
+
+@dataclass(frozen=True)
 class DatabaseSettings:
-    plan: MemoryPlan
+    #: The database container's memory plan; None when the database is on RDS.
+    plan: MemoryPlan | None
     #: Loopback port in dev; None means the database publishes no port at all.
     host_port: int | None
     password_generation: int
     superuser_password_generation: int
     name: str = "memos"
     app_role: str = "memos"
+    rds: RdsSettings | None = None
+
+    @property
+    def kind(self) -> DatabaseKind:
+        return "rds" if self.rds else "container"
 
 
 @dataclass(frozen=True)
@@ -79,8 +116,9 @@ class ProxySettings:
     memory_mib: int
 
 
-#: Memory of the sidecar that copies dumps to OSS (a small stdlib Python loop).
-OFFSITE_MEMORY_MIB = 32
+#: Memory of the sidecar that copies dumps to OSS: Alibaba's OSS, credentials and CloudMonitor SDKs
+#: take about 70 MiB once imported (measured, tests/test_oss_upload.py); a dump adds one part at most.
+OFFSITE_MEMORY_MIB = 128
 
 
 @dataclass(frozen=True)
@@ -91,12 +129,25 @@ class BackupSettings:
     to_oss: bool
     memory_mib: int
     oss_retention_days: int
+    #: Base image the OSS copier is built from on the Docker host.
     uploader_image: ImageRef
+    #: Package index the copier's build installs its hash-locked requirements from.
+    pip_index_url: str
 
     @property
     def reserved_mib(self) -> int:
         """Everything the backups may use: the dump container and, with OSS, the copier."""
         return self.memory_mib + (OFFSITE_MEMORY_MIB if self.to_oss else 0)
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """CloudMonitor alarms (prod): who hears them and when the host's metrics alarm."""
+
+    emails: tuple[str, ...]
+    cpu_percent: int
+    memory_percent: int
+    data_disk_percent: int
 
 
 @dataclass(frozen=True)
@@ -132,6 +183,8 @@ class StackSettings:
     region: str
     name_prefix: str
     protect_data: bool
+    #: The Docker host's shape: from the instance type's lookup in prod, from config in dev.
+    host: Host
     images: Images
     app: AppSettings
     database: DatabaseSettings
@@ -139,6 +192,10 @@ class StackSettings:
     backup: BackupSettings
     proxy: ProxySettings | None
     ecs: EcsSettings | None
+    #: Checks that could not be made, as one-line warnings for the preview.
+    warnings: tuple[str, ...] = ()
+    #: CloudMonitor alarms; prod only.
+    alarms: AlarmSettings | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -225,19 +282,115 @@ def _ecs(values: ConfigValues) -> EcsSettings:
     )
 
 
+def _host(values: ConfigValues, ecs: EcsSettings | None, instance_shape: InstanceShape | None) -> Host:
+    """The Docker host's vCPUs and memory: in prod the instance type's, as the cloud reports them.
+
+    memos:hostVcpus / memos:hostMemoryMb (0 = not set) describe the developer's Docker in dev; in
+    prod they may be set only to the instance type's own shape, so nothing has to be kept in step.
+    """
+    vcpus = values.integer("hostVcpus", minimum=0, maximum=256)
+    memory = values.integer("hostMemoryMb", minimum=0, maximum=1048576)
+    if ecs is None:
+        if not vcpus or not memory:
+            raise ConfigError(
+                "hostVcpus" if not vcpus else "hostMemoryMb",
+                "is not set; dev plans the containers for the Docker host you run, e.g. "
+                "pulumi config set memos:hostVcpus 2 and memos:hostMemoryMb 2048 --stack dev",
+            )
+        if memory < 512:
+            raise ConfigError("hostMemoryMb", f"{memory} is out of range; set a number between 512 and 1048576")
+        return Host(vcpus=vcpus, memory_mib=memory)
+    if instance_shape is None:
+        raise ValueError("production settings need the instance type lookup (instance_shape)")
+    shape = instance_shape(ecs.instance_type)
+    if shape is None:
+        raise ConfigError(
+            "instanceType",
+            f"{ecs.instance_type} is not sold in any zone of this region; pick one that `get_instance_types` lists",
+        )
+    if (vcpus and vcpus != shape[0]) or (memory and memory != shape[1]):
+        raise ConfigError(
+            "instanceType",
+            f"{ecs.instance_type} has {shape[0]} vCPU / {shape[1] / 1024:g} GiB, but the plan in memos:hostVcpus / "
+            f"memos:hostMemoryMb assumes {vcpus or shape[0]} vCPU / {(memory or shape[1]) / 1024:g} GiB; prod reads "
+            "the shape from the instance type, so remove those keys from the stack (pulumi config rm)",
+        )
+    return Host(vcpus=shape[0], memory_mib=shape[1])
+
+
+_RDS_ENGINE_VERSION = re.compile(r"^(?P<major>\d+)\.0$")
+#: pgvector on ApsaraDB RDS for PostgreSQL needs major version 14 or later (Alibaba Cloud's pgvector guide).
+RDS_MIN_MAJOR = 14
+
+
+def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind) -> RdsSettings:
+    """The RDS keys, parsed in every stack (they are inert unless memos:database is rds)."""
+    version = values.string("rdsEngineVersion")
+    match = _RDS_ENGINE_VERSION.match(version)
+    if not match:
+        raise ConfigError("rdsEngineVersion", f"{version!r} is not a major version as RDS names it, e.g. 18.0")
+    if int(match["major"]) < RDS_MIN_MAJOR:
+        raise ConfigError(
+            "rdsEngineVersion",
+            f"{version}: the vector extension needs PostgreSQL 14 or later on RDS; use 18.0 (what the container runs)",
+        )
+    retention = backup.retention_days
+    if kind == "rds" and not 7 <= retention <= 730:
+        raise ConfigError(
+            "backupRetentionDays",
+            f"{retention}: RDS keeps backups for 7 to 730 days; set a number in that range with memos:database rds",
+        )
+    return RdsSettings(
+        engine_version=version,
+        instance_class=values.string("rdsInstanceClass"),
+        category=values.choice("rdsCategory", ("Basic", "HighAvailability")),
+        storage_gb=values.integer("rdsStorageGb", minimum=20, maximum=32000),
+        storage_type=values.choice("rdsStorageType", ("cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd")),
+        backup_retention_days=retention,
+        backup_window=backup_window(backup.time_utc[0]),
+    )
+
+
+def _alarms(values: ConfigValues) -> AlarmSettings:
+    emails = tuple(email.strip() for email in values.strings("alertEmails"))
+    if not emails:
+        raise ConfigError(
+            "alertEmails",
+            "is empty; prod alarms must reach someone: pulumi config set --path 'memos:alertEmails[0]' "
+            "you@example.com (CloudMonitor then mails a confirmation link to each address)",
+        )
+    for email in emails:
+        if not _EMAIL.match(email):
+            raise ConfigError("alertEmails", f"{email!r} is not an email address")
+    if len(set(emails)) != len(emails):
+        raise ConfigError("alertEmails", "lists an address twice; list each once")
+    return AlarmSettings(
+        emails=emails,
+        cpu_percent=values.integer("alarmCpuPercent", minimum=1, maximum=100),
+        memory_percent=values.integer("alarmMemoryPercent", minimum=1, maximum=100),
+        data_disk_percent=values.integer("alarmDataDiskPercent", minimum=1, maximum=100),
+    )
+
+
 def load_settings(
     values: ConfigValues,
     *,
     stack: str,
     secret: Callable[[str], pulumi.Output[str]],
     region: str | None,
+    instance_shape: InstanceShape | None = None,
 ) -> StackSettings:
     """Parse and validate the whole stack config; `secret(key)` returns a configured secret's Output.
 
-    `region` is the provider's `alicloud:region`, required in prod.
+    `region` is the provider's `alicloud:region`, required in prod. `instance_shape` looks up an ECS
+    instance type (prod sizes everything from the shape the cloud reports, not from config).
     """
+    for retired, why in RETIRED_KEYS.items():
+        if values.raw(retired) is not None:
+            raise ConfigError(retired, why)
     stage = values.choice("stage", ("dev", "prod"))
     prod = stage == "prod"
+    warnings: list[str] = []
     if prod and not region:
         raise ConfigError(
             "alicloud:region", "is not set; prod runs on Alibaba Cloud: pulumi config set alicloud:region cn-hangzhou"
@@ -268,6 +421,11 @@ def load_settings(
             f"{images.postgres} is not a PostgreSQL 18 image; the settings and data directory layout are "
             "planned for 18, e.g. pgvector/pgvector:0.8.6-pg18-trixie",
         )
+    release_warning = check_app_release(
+        images.app, ai_enabled=values.boolean("aiEnabled"), schema_exists=values.boolean(SCHEMA_EXISTS_KEY)
+    )
+    if release_warning:
+        warnings.append(release_warning)
 
     domain = values.string("domain").strip().lower()
     proxy: ProxySettings | None = None
@@ -286,8 +444,11 @@ def load_settings(
         )
 
     timezone = values.string("timezone")
-    if not _TIMEZONE.match(timezone):
-        raise ConfigError("timezone", f"{timezone!r} is not an IANA zone name such as UTC or Asia/Shanghai")
+    if timezone not in _iana_zones():
+        raise ConfigError(
+            "timezone",
+            f"{timezone!r} is not in the IANA time zone database; use a zone name such as UTC or Asia/Shanghai",
+        )
     instance_url = values.string("instanceUrl").strip()
     if instance_url:
         instance_url = _url("instanceUrl", instance_url)
@@ -308,6 +469,7 @@ def load_settings(
         memory_mib=values.integer("backupMemoryMb", minimum=32, maximum=1024),
         oss_retention_days=values.integer("backupOssRetentionDays", minimum=1, maximum=3650),
         uploader_image=parse_image("backupUploaderImage", values.string("backupUploaderImage"), require_pinned=prod),
+        pip_index_url=_url("pipIndexUrl", values.string("pipIndexUrl")),
     )
     if backup.to_oss and not prod:
         raise ConfigError(
@@ -324,29 +486,44 @@ def load_settings(
     if db_port and db_port == app_host_port:
         raise ConfigError("dbHostPort", f"{db_port} is also memos:appHostPort; choose another port")
 
-    plan = plan_memory(
-        Host(
-            vcpus=values.integer("hostVcpus", minimum=1, maximum=256),
-            memory_mib=values.integer("hostMemoryMb", minimum=512, maximum=1048576),
-        ),
-        Reserves(
-            os_mib=values.integer("osReserveMb", minimum=128, maximum=65536),
-            docker_mib=values.integer("dockerReserveMb", minimum=32, maximum=65536),
-            app_mib=app.memory_mib,
-            proxy_mib=proxy.memory_mib if proxy else 0,
-            backup_mib=backup.reserved_mib,
-        ),
-        Workload(
-            expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
-            storage=values.choice("embeddingStorage", ("vector", "halfvec")),
-            max_connections=values.integer("dbMaxConnections", minimum=10, maximum=1000),
-        ),
+    kind = values.choice("database", ("container", "rds"))
+    if kind == "rds" and not prod:
+        raise ConfigError(
+            "database",
+            "rds runs ApsaraDB RDS next to the production ECS host, which dev does not have; use container in dev",
+        )
+    rds = _rds(values, backup, kind)
+    ecs = _ecs(values) if prod else None
+    host = _host(values, ecs, instance_shape)
+    reserves = Reserves(
+        os_mib=values.integer("osReserveMb", minimum=128, maximum=65536),
+        docker_mib=values.integer("dockerReserveMb", minimum=32, maximum=65536),
+        app_mib=app.memory_mib,
+        proxy_mib=proxy.memory_mib if proxy else 0,
+        backup_mib=backup.reserved_mib,
     )
+    workload = Workload(
+        expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
+        max_connections=values.integer("dbMaxConnections", minimum=10, maximum=1000),
+    )
+    plan: MemoryPlan | None = None
+    if kind == "rds":
+        if backup.to_oss:
+            raise ConfigError(
+                "backupToOss",
+                "copies the dump container's dumps to OSS, and with memos:database rds there is no dump container "
+                "(RDS keeps its own backups for memos:backupRetentionDays days); set it to false",
+            )
+        # No database or dump container: their memory goes to the app.
+        app = replace(app, memory_mib=app_share_without_database(host, reserves))
+    else:
+        plan = plan_memory(host, reserves, workload)
     database = DatabaseSettings(
         plan=plan,
         host_port=db_port or None,
         password_generation=values.integer("dbPasswordGeneration", minimum=1, maximum=1_000_000),
         superuser_password_generation=values.integer("dbSuperuserPasswordGeneration", minimum=1, maximum=1_000_000),
+        rds=rds if kind == "rds" else None,
     )
 
     configured: list[str] = []
@@ -389,13 +566,16 @@ def load_settings(
         region=region or "",
         name_prefix=name_prefix,
         protect_data=protect,
+        host=host,
         images=images,
         app=app,
         database=database,
         ai=ai,
         backup=backup,
         proxy=proxy,
-        ecs=_ecs(values) if prod else None,
+        ecs=ecs,
+        warnings=tuple(warnings),
+        alarms=_alarms(values) if prod else None,
     )
 
 
@@ -404,4 +584,23 @@ def from_pulumi_config() -> StackSettings:
     config = pulumi.Config("memos")
     values = ConfigValues(config.get, is_secret=lambda key: is_config_secret(f"memos:{key}"))
     region = pulumi.Config("alicloud").get("region")
-    return load_settings(values, stack=pulumi.get_stack(), secret=config.require_secret, region=region)
+    settings = load_settings(
+        values, stack=pulumi.get_stack(), secret=config.require_secret, region=region, instance_shape=_instance_shape
+    )
+    for warning in settings.warnings:
+        pulumi.log.warn(warning)
+    return settings
+
+
+def _instance_shape(instance_type: str) -> tuple[int, int] | None:
+    """vCPUs and MiB of an ECS instance type, from the region's `get_instance_types` lookup."""
+    found = alicloud.ecs.get_instance_types(instance_type=instance_type)
+    for shape in found.instance_types:
+        if shape.id == instance_type:
+            return shape.cpu_core_count, round(float(shape.memory_size) * 1024)
+    return None
+
+
+def _iana_zones() -> frozenset[str]:
+    """Zone names of the IANA database as the standard library finds it (system files or tzdata)."""
+    return frozenset(zoneinfo.available_timezones())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.container_defaults import baseline, unprivileged
+from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
 from lib.app_env import (
     APP_PORT,
     APP_UID,
@@ -71,7 +71,7 @@ class MemosApp(pulumi.ComponentResource):
         image = docker.RemoteImage(
             f"{name}-image",
             name=args.image,
-            keep_locally=True,
+            keep_locally=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
 
@@ -104,14 +104,13 @@ class MemosApp(pulumi.ComponentResource):
                 lambda env: [f"{key}={value}" for key, value in sorted(env.items())]
             ),
             uploads=uploads,
-            healthcheck=docker.ContainerHealthcheckArgs(
+            healthcheck=healthcheck(
                 # BusyBox wget: the image has no curl and its sh has no /dev/tcp.
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", HEALTH_URL],
-                interval="15s",
-                timeout="5s",
+                ["CMD", "wget", "-q", "-O", "/dev/null", HEALTH_URL],
+                interval_s=5,
+                timeout_s=5,
                 retries=3,
-                start_period="120s",
-                start_interval="2s",
+                start_period_s=120,
             ),
             wait=True,
             # First start runs the schema migration before /healthz answers.
@@ -128,7 +127,7 @@ class MemosApp(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.depends_on),
                 delete_before_replace=fixed_port or args.container_name is not None,
-                replace_on_changes=["healthcheck"],
+                replace_on_changes=REPLACE_ON,
             ),
         )
         self.container_name = container.name

@@ -5,11 +5,13 @@ the database in custom format every day at a configured UTC time, verifies each 
 pg_restore --list, keeps the configured number of days on its volume, and reports a failed or
 missing dump through its healthcheck. A one-shot command takes a fresh dump whenever the app's image
 changes, before the app is replaced. With an OSS bucket, a sidecar copies every dump there with the
-instance's RAM role.
+instance's RAM role and reports the newest dump's age to CloudMonitor; its image is built on the
+Docker host from ops/copier/ (hash-locked requirements).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.container_defaults import baseline, unprivileged
+from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "ops"
 BACKUP_SCRIPT = "/usr/local/bin/memos-backup"
@@ -38,10 +40,33 @@ class OffsiteCopy:
     bucket: pulumi.Input[str]
     #: The bucket region's VPC-internal endpoint, e.g. oss-cn-hangzhou-internal.aliyuncs.com.
     endpoint: str
-    image: str
+    #: The bucket's region (OSS signature V4 signs for it), e.g. cn-hangzhou.
+    region: str
+    #: The instance's RAM role.
+    role_name: pulumi.Input[str]
+    #: Image the copier is built from, and the package index its locked requirements come from.
+    base_image: str
+    pip_index_url: str
+    #: Stack name, the backup-age metric's dimension.
+    stack: str
+    #: CloudMonitor application group for the backup-age metric, or None to report none.
+    metric_group_id: pulumi.Input[str] | None
     #: Volume that remembers which dumps were copied.
     state_volume_name: pulumi.Input[str]
     memory_mib: int
+
+
+#: The copier's build context (ops/) and recipe: a hash-locked install of Alibaba's SDKs, no install at start.
+COPIER_CONTEXT = SCRIPTS
+COPIER_FILES = ("copier/Dockerfile", "copier/build-requirements.txt", "copier/requirements.txt", "oss_upload.py")
+
+
+def copier_tag(base_image: str) -> str:
+    """`memos-oss-copier:<hash>` of the recipe, its inputs and the base image: a change builds a new tag."""
+    digest = hashlib.sha256(base_image.encode())
+    for name in COPIER_FILES:
+        digest.update(name.encode() + b"\0" + (COPIER_CONTEXT / name).read_bytes())
+    return f"memos-oss-copier:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,8 @@ class DatabaseBackupsArgs:
     depends_on: Sequence[pulumi.Resource]
 
 
-#: The scripts write only to their volumes: the root filesystem is read-only, /tmp a small tmpfs.
+#: Scratch space in memory. The root filesystem stays writable: the provider uploads the scripts and the
+#: password file after create, and Docker refuses any upload into a read-only root filesystem.
 SCRATCH = {"/tmp": "rw,noexec,nosuid,size=16m"}  # noqa: S108 (a tmpfs inside the container)
 
 
@@ -127,25 +153,23 @@ class DatabaseBackups(pulumi.ComponentResource):
                     group="0",
                 ),
             ],
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "/bin/sh", BACKUP_SCRIPT, "health"],
-                interval="5m",
-                timeout="30s",
+            healthcheck=healthcheck(
+                ["CMD", "/bin/sh", BACKUP_SCRIPT, "health"],
+                interval_s=5 * 60,
+                timeout_s=30,
                 retries=1,
                 # The first dump runs at start; give a large database time before judging it.
-                start_period="30m",
-                start_interval="15s",
+                start_period_s=30 * 60,
             ),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.volume_name, container_path=BACKUP_DIR)],
             labels=labels,
-            read_only=True,
             tmpfs=SCRATCH,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(args.depends_on),
                 delete_before_replace=True,
-                replace_on_changes=["healthcheck"],
+                replace_on_changes=REPLACE_ON,
             ),
             **baseline(args.memory_mib),
             **unprivileged(),
@@ -162,39 +186,47 @@ class DatabaseBackups(pulumi.ComponentResource):
 
         if args.offsite is not None:
             offsite = args.offsite
+            # Built on the Docker host from the locked requirements (the host reaches the package index
+            # mirror); never pushed, so the content-addressed tag is what the container runs.
+            image = docker.Image(
+                f"{name}-offsite-image",
+                image_name=copier_tag(offsite.base_image),
+                build=docker.DockerBuildArgs(
+                    # Relative to the project directory (where `pulumi` runs), so state does not hold a
+                    # checkout's absolute path.
+                    context="ops",
+                    dockerfile="ops/copier/Dockerfile",
+                    args={"BASE_IMAGE": offsite.base_image, "PIP_INDEX_URL": offsite.pip_index_url},
+                    platform="linux/amd64",
+                ),
+                skip_push=True,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
             docker.Container(
                 f"{name}-offsite",
                 name=f"{args.container_name}-offsite",
-                image=docker.RemoteImage(
-                    f"{name}-offsite-image",
-                    name=offsite.image,
-                    keep_locally=True,
-                    opts=pulumi.ResourceOptions(parent=self),
-                ).image_id,
+                image=image.image_name,
                 entrypoints=["python", UPLOAD_SCRIPT],
-                envs=pulumi.Output.from_input(offsite.bucket).apply(
-                    lambda bucket: [
-                        f"OSS_BUCKET={bucket}",
+                envs=pulumi.Output.all(offsite.bucket, offsite.role_name, offsite.metric_group_id).apply(
+                    lambda parts: [
+                        f"OSS_BUCKET={parts[0]}",
+                        f"OSS_REGION={offsite.region}",
                         f"OSS_ENDPOINT={offsite.endpoint}",
                         f"OSS_PREFIX={OFFSITE_PREFIX}",
+                        f"RAM_ROLE_NAME={parts[1]}",
+                        *([f"CMS_GROUP_ID={parts[2]}", f"MEMOS_STACK={offsite.stack}"] if parts[2] else []),
                         f"BACKUP_DIR={BACKUP_DIR}",
                         f"STATE_DIR={OFFSITE_STATE_DIR}",
                         "INTERVAL_SECONDS=300",
                         "TZ=UTC",
                     ]
                 ),
-                uploads=[
-                    docker.ContainerUploadArgs(
-                        file=UPLOAD_SCRIPT, content=(SCRIPTS / "oss_upload.py").read_text(), permissions="0555"
-                    ),
-                ],
-                healthcheck=docker.ContainerHealthcheckArgs(
-                    tests=["CMD", "python", UPLOAD_SCRIPT, "--health"],
-                    interval="5m",
-                    timeout="30s",
+                healthcheck=healthcheck(
+                    ["CMD", "python", UPLOAD_SCRIPT, "--health"],
+                    interval_s=5 * 60,
+                    timeout_s=30,
                     retries=1,
-                    start_period="20m",
-                    start_interval="15s",
+                    start_period_s=20 * 60,
                 ),
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
                 volumes=[
@@ -202,11 +234,8 @@ class DatabaseBackups(pulumi.ComponentResource):
                     docker.ContainerVolumeArgs(volume_name=offsite.state_volume_name, container_path=OFFSITE_STATE_DIR),
                 ],
                 labels=labels,
-                read_only=True,
                 tmpfs=SCRATCH,
-                opts=pulumi.ResourceOptions(
-                    parent=self, delete_before_replace=True, replace_on_changes=["healthcheck"]
-                ),
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, replace_on_changes=REPLACE_ON),
                 **baseline(offsite.memory_mib),
                 **unprivileged(),
             )

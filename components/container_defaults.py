@@ -3,7 +3,8 @@
 Spread into `docker.Container(...)` as keyword arguments: a restart policy, a memory limit with no
 swap on top, rotated logs, and a stop grace period that the provider honours on replacement (its
 default is an immediate kill). `unprivileged()` adds what every container that needs no privileges
-gets: no capabilities and no privilege escalation.
+gets: no capabilities and no privilege escalation. `healthcheck()` writes a healthcheck the way the
+provider reads it back, and `REPLACE_ON` lists the attributes whose edit the provider never applies.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 import pulumi_docker as docker
+
+from lib.go_duration import go_duration
+
+#: The provider's update of a running container applies neither a healthcheck nor a tmpfs edit (it
+#: shows an update that does nothing), so a change to either must replace the container.
+REPLACE_ON = ["healthcheck", "tmpfs"]
 
 
 class Baseline(TypedDict):
@@ -50,3 +57,23 @@ def unprivileged(*, keep: Sequence[str] = ()) -> Unprivileged:
         "security_opts": ["no-new-privileges:true"],
         "capabilities": docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=list(keep) or None),
     }
+
+
+def healthcheck(
+    tests: Sequence[str], *, interval_s: int, timeout_s: int, retries: int, start_period_s: int
+) -> docker.ContainerHealthcheckArgs:
+    """A healthcheck whose every field reads back from the Engine exactly as written.
+
+    The provider stores durations as Go's `Duration.String()` (`120s` reads back as `2m0s`), so they
+    are written in that form; any other spelling is a diff on every `pulumi up`, and with
+    `replace_on_changes=["healthcheck"]` a replacement. `start_interval` is left out: Engines before API
+    1.44 (Docker 25) drop it and read back `0s`, the same loop on an older Docker. The interval is
+    therefore also what paces the first checks after a start.
+    """
+    return docker.ContainerHealthcheckArgs(
+        tests=list(tests),
+        interval=go_duration(interval_s),
+        timeout=go_duration(timeout_s),
+        retries=retries,
+        start_period=go_duration(start_period_s),
+    )

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
-import pulumi_random as random
 
-from components.container_defaults import baseline
+from components.container_defaults import REPLACE_ON, baseline, healthcheck
+from components.passwords import generated_password
 from lib.app_env import dsn
 from lib.database_sql import INIT_SQL, role_job_sql, scram_sha256_verifier
 from lib.tuning import MemoryPlan
@@ -76,26 +76,13 @@ class PgvectorDatabase(pulumi.ComponentResource):
         super().__init__("memos:index:PgvectorDatabase", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        def password(role: str, generation: int) -> random.RandomPassword:
-            # Alphanumeric only, so the password sits in a DSN unescaped; 32 chars is ~190 bits.
-            return random.RandomPassword(
-                f"{name}-{role}-password",
-                length=32,
-                special=False,
-                min_lower=1,
-                min_upper=1,
-                min_numeric=1,
-                keepers={"generation": str(generation)},
-                opts=child,
-            )
-
-        superuser_password = pulumi.Output.secret(password("superuser", args.superuser_password_generation).result)
-        app_password = pulumi.Output.secret(password("app", args.app_password_generation).result)
+        superuser_password = generated_password(f"{name}-superuser-password", args.superuser_password_generation, child)
+        app_password = generated_password(f"{name}-app-password", args.app_password_generation, child)
 
         image = docker.RemoteImage(
             f"{name}-image",
             name=args.image,
-            keep_locally=True,
+            keep_locally=False,
             opts=child,
         )
 
@@ -122,10 +109,10 @@ class PgvectorDatabase(pulumi.ComponentResource):
                 ),
                 docker.ContainerUploadArgs(file=INIT_FILE, content=INIT_SQL, permissions="0444"),
             ],
-            healthcheck=docker.ContainerHealthcheckArgs(
+            healthcheck=healthcheck(
                 # Over TCP on loopback: during first-time init the entrypoint's temporary server
                 # listens on the socket only, so the check cannot pass before the init script ran.
-                tests=[
+                [
                     "CMD",
                     "pg_isready",
                     "-h",
@@ -137,11 +124,10 @@ class PgvectorDatabase(pulumi.ComponentResource):
                     "-d",
                     args.database,
                 ],
-                interval="10s",
-                timeout="5s",
+                interval_s=5,
+                timeout_s=5,
                 retries=5,
-                start_period="120s",
-                start_interval="2s",
+                start_period_s=120,
             ),
             wait=True,
             wait_timeout=300,
@@ -159,7 +145,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 delete_before_replace=True,
-                replace_on_changes=["healthcheck"],
+                replace_on_changes=REPLACE_ON,
                 # Both uploads are read only when the entrypoint initialises an empty volume. After
                 # that the role job owns the passwords (and re-asserts the extensions), so rotating
                 # the superuser password never restarts the database.

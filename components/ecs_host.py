@@ -9,7 +9,10 @@ with its data root on that disk; every Docker resource of the stack waits for it
 Docker's whole state lives on the data disk and the address is an elastic IP, so a replaced instance
 comes back with the same containers at the same address and the Docker resources do not change.
 Before the disk leaves the old instance, the readiness command's delete step stops the containers
-and unmounts the disk there, so it is never detached while PostgreSQL is writing to it.
+and unmounts the disk there, so it is never detached while PostgreSQL is writing to it; a host that
+no longer answers is not waited for (see drain_command). In prod the instance, the data disk and the
+address are protected, so a change that would replace or delete one of them stops the preview.
+The RAM role for off-host backups is attached with its own resource.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pulumi_command as command
 
 from lib.cloud_init import DATA_MOUNT, DOCKER_ROOT, CloudInitInputs, disk_serial, render
 from lib.errors import ConfigError
+from lib.ssh_keys import key_pair_name
 from settings import EcsSettings
 
 
@@ -44,7 +48,7 @@ class EcsHostArgs:
     memory_mib: int
     #: Stack name (keeps this stack's SSH host keys apart from others).
     stack: str
-    #: Protect and retain the data disk and the elastic IP.
+    #: Protect the instance, and protect and retain the data disk and the elastic IP.
     protect: bool
     #: Public app port when no proxy fronts the app, else None.
     public_app_port: int | None
@@ -90,9 +94,17 @@ def operator_ssh_command(ecs: EcsSettings, stack: str, address: str) -> str:
 
 
 def ready_script() -> str:
-    """Runs on the host: wait for cloud-init, then require Docker with its data root on the data disk."""
+    """Runs on the host: wait for cloud-init, then require Docker with its data root on the data disk.
+
+    `cloud-init status --wait` exits 0 when done, 1 on an unrecoverable error and (cloud-init 23.4
+    and later) 2 when it finished with recoverable errors, e.g. a deprecated key: only 1 (or any other
+    code) fails; with 2 the long status goes to stderr as a warning and the Docker check decides.
+    """
     return (
-        "cloud-init status --wait >/dev/null || { cloud-init status --long; exit 1; }; "
+        "cloud-init status --wait >/dev/null; status=$?; "
+        'if [ "$status" -eq 2 ]; then echo "cloud-init finished with recoverable errors:" >&2; '
+        "cloud-init status --long >&2; "
+        'elif [ "$status" -ne 0 ]; then cloud-init status --long; exit 1; fi; '
         f"root=$(docker info --format '{{{{.DockerRootDir}}}}') && "
         f'test "$root" = {DOCKER_ROOT} || {{ echo "docker data root is $root, not {DOCKER_ROOT}" >&2; exit 1; }}'
     )
@@ -108,6 +120,31 @@ def drain_script() -> str:
     )
 
 
+#: Exit status of `ssh` itself (connection or authentication failure), never of the remote command.
+SSH_FAILED = 255
+#: ssh's own messages for failures that are not "the host does not answer": these must not be skipped.
+_SSH_REFUSALS = ("Permission denied", "Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+
+
+def drain_command(ssh_argv: Sequence[str]) -> str:
+    """The readiness command's delete step: drain the old host, or go on without it if it is dead.
+
+    A host that does not answer within ssh's bounded connect (ConnectTimeout x ConnectionAttempts)
+    cannot be drained, and insisting would block its own replacement. Then the step warns and
+    succeeds: the disk is detached as after a power cut, which PostgreSQL's WAL and ext4's journal
+    recover from. An authentication or host-key failure means the host may be alive: it fails.
+    """
+    ssh = shlex.join([*ssh_argv[:1], "-o", "ConnectionAttempts=3", *ssh_argv[1:], drain_script()])
+    refusals = " ".join(f"-e {shlex.quote(text)}" for text in _SSH_REFUSALS)
+    return (
+        f"out=$({ssh} 2>&1); status=$?; printf '%s\n' \"$out\"; "
+        f'if [ "$status" -eq {SSH_FAILED} ] && ! printf \'%s\' "$out" | grep -q {refusals}; then '
+        'echo "warning: the old host does not answer over SSH; detaching its data disk without a drain '
+        '(PostgreSQL recovers as after a power cut)" >&2; exit 0; fi; '
+        'exit "$status"'
+    )
+
+
 def _rule_key(cidr: str) -> str:
     return "ssh-" + re.sub(r"[^0-9a-z]+", "-", cidr.lower()).strip("-")
 
@@ -116,6 +153,9 @@ class EcsHost(pulumi.ComponentResource):
     """A 2 vCPU / 2 GiB (or as configured) ECS instance running Docker, with a durable data disk."""
 
     public_ip: pulumi.Output[str]
+    #: The host's network, for a managed database next to it.
+    vpc_id: pulumi.Output[str]
+    vswitch_id: pulumi.Output[str]
     instance_id: pulumi.Output[str]
     data_disk_id: pulumi.Output[str]
     cloud_init_sha256: pulumi.Output[str]
@@ -170,9 +210,12 @@ class EcsHost(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # ECS reads public_key only on create, and an instance takes a key pair only when its key_name
+        # changes: a name from the key's fingerprint makes a new key a new key pair, which the
+        # provider attaches to the instance (and reboots it so the guest installs the key).
         key_pair = alicloud.ecs.EcsKeyPair(
             f"{name}-admin-key",
-            key_pair_name=f"{prefix}-admin",
+            key_pair_name=key_pair_name(prefix, ecs.ssh_public_key),
             public_key=ecs.ssh_public_key,
             tags=tags,
             opts=child,
@@ -188,7 +231,6 @@ class EcsHost(pulumi.ComponentResource):
             encrypted=True,
             delete_with_instance=False,
             delete_auto_snapshot=False,
-            enable_auto_snapshot=True,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
         )
@@ -232,13 +274,18 @@ class EcsHost(pulumi.ComponentResource):
             system_disk_size=ecs.system_disk_gb,
             system_disk_encrypted=True,
             deletion_protection=ecs.instance_deletion_protection,
+            # An instance type change stops the instance, changes its spec and starts it again only
+            # when the desired status is Running (resource_alicloud_instance.go): say so explicitly.
+            status="Running",
             # The security agent's memory is budgeted nowhere on a 2 GiB host.
             security_enhancement_strategy="Deactive",
-            role_name=args.ram_role_name,
             user_data=user_data,
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                # ECS deletion protection refuses the delete only after the drain, the disk detach and
+                # the address release have run; Pulumi's protect refuses a replacement before any step.
+                protect=args.protect,
                 # A user_data change reboots the instance: roll it out on purpose instead
                 # (README, "Changing the host's cloud-init").
                 ignore_changes=["userData"],
@@ -246,6 +293,13 @@ class EcsHost(pulumi.ComponentResource):
                 delete_before_replace=True,
             ),
         )
+        if args.ram_role_name is not None:
+            alicloud.ecs.RamRoleAttachment(
+                f"{name}-ram-role",
+                instance_id=instance.id,
+                ram_role_name=args.ram_role_name,
+                opts=child,
+            )
         attachment = alicloud.ecs.EcsDiskAttachment(
             f"{name}-data-disk-attachment",
             disk_id=data_disk.id,
@@ -286,7 +340,9 @@ class EcsHost(pulumi.ComponentResource):
             create=pulumi.Output.all(forget_old_host_key, ssh).apply(
                 lambda parts: f"{parts[0]} && {parts[1]} -o ConnectionAttempts=60 {shlex.quote(ready_script())}"
             ),
-            delete=ssh.apply(lambda prefix_cmd: f"{prefix_cmd} {shlex.quote(drain_script())}"),
+            delete=address.apply(
+                lambda ip: drain_command(["ssh", *ssh_options(ecs, args.stack), f"{ecs.ssh_user}@{ip}"])
+            ),
             # Runs again for every new instance, disk attachment or address association.
             triggers=[instance.id, attachment.id, association.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, association]),
@@ -294,12 +350,16 @@ class EcsHost(pulumi.ComponentResource):
 
         pulumi.Output.all(instance.user_data, user_data).apply(_warn_on_cloud_init_drift)
         self.public_ip = address
+        self.vpc_id = vpc.id
+        self.vswitch_id = vswitch.id
         self.instance_id = instance.id
         self.data_disk_id = data_disk.id
         self.cloud_init_sha256 = user_data.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
         self.register_outputs(
             {
                 "public_ip": self.public_ip,
+                "vpc_id": self.vpc_id,
+                "vswitch_id": self.vswitch_id,
                 "instance_id": self.instance_id,
                 "data_disk_id": self.data_disk_id,
                 "cloud_init_sha256": self.cloud_init_sha256,
@@ -310,18 +370,25 @@ class EcsHost(pulumi.ComponentResource):
     def _check_lookups(args: EcsHostArgs) -> None:
         """Fail the preview, with the key to fix, when the zone, shape or image is not what config says."""
         ecs = args.ecs
+        # The data source filters only on a few legacy disk categories (not cloud_essd_entry or
+        # cloud_auto, which it refuses before the call), so ask for the details and filter here.
         zones = alicloud.get_zones(
             available_instance_type=ecs.instance_type,
-            available_disk_category=ecs.disk_category,
             available_resource_creation="Instance",
+            enable_details=True,
         )
-        zone_ids = sorted(zone.id for zone in zones.zones)
+        categories = {zone.id: set(zone.available_disk_categories) for zone in zones.zones}
+        if not categories:
+            raise ConfigError(
+                "instanceType",
+                f"{ecs.instance_type} is not sold in any zone of this region; pick one that `get_instance_types` lists",
+            )
+        zone_ids = sorted(zone_id for zone_id, offered in categories.items() if ecs.disk_category in offered)
         if ecs.zone_id not in zone_ids:
-            offered = ", ".join(zone_ids) or "none in this region"
             raise ConfigError(
                 "zoneId",
                 f"{ecs.zone_id} does not offer {ecs.instance_type} with {ecs.disk_category} disks; "
-                f"zones that do: {offered}",
+                f"zones that do: {', '.join(zone_ids) or 'none in this region (try another memos:diskCategory)'}",
             )
         found = alicloud.ecs.get_instance_types(instance_type=ecs.instance_type, availability_zone=ecs.zone_id)
         shapes = [t for t in found.instance_types if t.id == ecs.instance_type]

@@ -1,9 +1,11 @@
 """The off-host home of the database dumps: a private, encrypted OSS bucket and the instance's role.
 
 Creates the bucket (private, public access blocked, server-side encryption, dumps expiring after the
-configured days), and a RAM role that ECS instances can assume with one permission: put objects
-under the dumps' prefix. The host's copier uses that role's temporary credentials from the instance
-metadata service, so no access key is ever stored on the host.
+configured days), and a RAM role that ECS instances can assume with exactly what the copier does:
+put objects under the dumps' prefix (which also authorises a multipart upload's initiate, parts and
+complete), abort its own failed multipart uploads there, and report the backup-age custom metric to
+CloudMonitor (which has no resource-level permissions for it). The host's copier uses that role's
+temporary credentials from the instance metadata service, so no access key is ever stored on the host.
 """
 
 from __future__ import annotations
@@ -15,6 +17,28 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_random as random
+
+#: The OSS actions the copier uses on the dumps' prefix: PutObject authorises PutObject and a multipart
+#: upload's InitiateMultipartUpload, UploadPart and CompleteMultipartUpload; the SDK aborts a failed one.
+OSS_ACTIONS = ("oss:PutObject", "oss:AbortMultipartUpload")
+#: PutCustomMetric, for the backup age (CloudMonitor authorises it on "*" only).
+CMS_ACTIONS = ("cms:PutCustomMetric",)
+
+
+def copier_actions() -> tuple[str, ...]:
+    """Every RAM action the copier's role allows."""
+    return OSS_ACTIONS + CMS_ACTIONS
+
+
+def role_policy(bucket_name: str, prefix: str) -> dict[str, object]:
+    """The role's policy document: the copier's actions and nothing else."""
+    return {
+        "Version": "1",
+        "Statement": [
+            {"Effect": "Allow", "Action": list(OSS_ACTIONS), "Resource": [f"acs:oss:*:*:{bucket_name}/{prefix}*"]},
+            {"Effect": "Allow", "Action": list(CMS_ACTIONS), "Resource": ["*"]},
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -84,21 +108,8 @@ class OffsiteBackupBucket(pulumi.ComponentResource):
         policy = alicloud.ram.Policy(
             f"{name}-policy",
             policy_name=f"{args.name_prefix}-{args.stack}-backup-put",
-            description="Put objects under the dumps' prefix of the Memos backup bucket, nothing else",
-            policy_document=bucket.bucket.apply(
-                lambda bucket_name: json.dumps(
-                    {
-                        "Version": "1",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Action": ["oss:PutObject"],
-                                "Resource": [f"acs:oss:*:*:{bucket_name}/{args.prefix}*"],
-                            }
-                        ],
-                    }
-                )
-            ),
+            description="Put dumps under the Memos backup bucket's prefix and report their age, nothing else",
+            policy_document=bucket.bucket.apply(lambda bucket_name: json.dumps(role_policy(bucket_name, args.prefix))),
             opts=child,
         )
         alicloud.ram.RolePolicyAttachment(

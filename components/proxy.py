@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.container_defaults import baseline, unprivileged
+from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
 from lib.app_env import gomemlimit_mib
 from lib.caddyfile import ADMIN, caddyfile
 
@@ -51,7 +51,7 @@ class HttpsProxy(pulumi.ComponentResource):
     def __init__(self, name: str, args: HttpsProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:HttpsProxy", name, None, opts)
         image = docker.RemoteImage(
-            f"{name}-image", name=args.image, keep_locally=True, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-image", name=args.image, keep_locally=False, opts=pulumi.ResourceOptions(parent=self)
         )
         bind_ip = "0.0.0.0" if args.public else "127.0.0.1"  # noqa: S104 (public only in prod)
         container = docker.Container(
@@ -66,13 +66,12 @@ class HttpsProxy(pulumi.ComponentResource):
                     permissions="0444",
                 )
             ],
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", f"http://{ADMIN}/config/"],
-                interval="30s",
-                timeout="5s",
+            healthcheck=healthcheck(
+                ["CMD", "wget", "-q", "-O", "/dev/null", f"http://{ADMIN}/config/"],
+                interval_s=10,
+                timeout_s=5,
                 retries=3,
-                start_period="30s",
-                start_interval="2s",
+                start_period_s=30,
             ),
             wait=True,
             wait_timeout=120,
@@ -90,7 +89,7 @@ class HttpsProxy(pulumi.ComponentResource):
                 parent=self,
                 depends_on=list(args.depends_on),
                 delete_before_replace=True,
-                replace_on_changes=["healthcheck"],
+                replace_on_changes=REPLACE_ON,
             ),
         )
         self.container_name = container.name

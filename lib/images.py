@@ -57,7 +57,7 @@ def parse_image(key: str, value: str, *, require_pinned: bool) -> ImageRef:
         raise ConfigError(
             key,
             f"{value!r} has {what}; production needs a release tag or a digest so that an "
-            "unrelated `pulumi up` never changes the image, e.g. hrygo/memos:0.25.3",
+            "unrelated `pulumi up` never changes the image, e.g. hrygo/memos:0.51.0",
         )
     return ref
 

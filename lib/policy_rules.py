@@ -21,7 +21,15 @@ CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 DISK = "alicloud:ecs/ecsDisk:EcsDisk"
+INSTANCE = "alicloud:ecs/instance:Instance"
+ELASTIC_IP = "alicloud:ecs/eipAddress:EipAddress"
+ALARM_CONTACT = "alicloud:cms/alarmContact:AlarmContact"
+ALARM_CONTACT_GROUP = "alicloud:cms/alarmContactGroup:AlarmContactGroup"
 FIREWALL_RULE = "alicloud:ecs/securityGroupRule:SecurityGroupRule"
+RDS_INSTANCE = "alicloud:rds/instance:Instance"
+#: Resources that give an RDS instance an endpoint on the internet.
+RDS_PUBLIC_CONNECTION = "alicloud:rds/connection:Connection"
+RDS_ENDPOINT_ADDRESS = "alicloud:rds/dbInstanceEndpointAddress:DbInstanceEndpointAddress"
 POSTGRES_PORT = 5432
 SSH_PORT = 22
 #: Stacks whose stateful resources must be protected.
@@ -140,9 +148,22 @@ def _no_secret_env(resource: PolicyResource) -> list[str]:
     return problems
 
 
+def _rds_private(resource: PolicyResource) -> list[str]:
+    if resource.type == RDS_PUBLIC_CONNECTION:
+        return [f"{resource.name} gives the RDS instance a public endpoint; reach it from inside the VPC only"]
+    if resource.type == RDS_ENDPOINT_ADDRESS:
+        if str(resource.props.get("ipType", "")).lower() == "public":
+            return [f"{resource.name} adds a public address to an RDS endpoint; reach it from inside the VPC only"]
+        return []
+    # "0.0.0.0/0" is RDS's own spelling of "everyone"; a bare "0.0.0.0" is a single address.
+    world = [ip for ip in _items(resource.props.get("securityIps")) if isinstance(ip, str) and _world(ip)]
+    return [f"{resource.name} admits {', '.join(world)} to RDS; list only the host's vSwitch CIDR"] if world else []
+
+
 RULES: tuple[Rule, ...] = (
-    Rule("stateful-resources-protected", "Data volumes and disks are protected in production.",
-         frozenset({VOLUME, DISK}), _stateful_protected),
+    Rule("stateful-resources-protected",
+         "Data volumes and disks, the host and its address are protected in production.",
+         frozenset({VOLUME, DISK, INSTANCE, ELASTIC_IP, RDS_INSTANCE}), _stateful_protected),
     Rule("no-world-open-ssh-or-postgres", "No firewall rule opens SSH or PostgreSQL to 0.0.0.0/0.",
          frozenset({FIREWALL_RULE}), _no_world_ssh_or_postgres),
     Rule("containers-have-limits", "Every container has a memory limit, a restart policy and a healthcheck.",
@@ -153,15 +174,51 @@ RULES: tuple[Rule, ...] = (
          frozenset({CONTAINER}), _database_port_loopback),
     Rule("no-secret-env-in-clear", "No key-, token- or password-like variable in a container's clear environment.",
          frozenset({CONTAINER}), _no_secret_env),
+    Rule("rds-private-only", "No RDS instance admits 0.0.0.0/0 or has a public endpoint.",
+         frozenset({RDS_INSTANCE, RDS_PUBLIC_CONNECTION, RDS_ENDPOINT_ADDRESS}), _rds_private),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StackRule:
+    """A rule over all of a stack's resources at once."""
+
+    name: str
+    description: str
+    check: Callable[[Sequence[PolicyResource]], list[str]]
+
+
+def _alarm_contact(resources: Sequence[PolicyResource]) -> list[str]:
+    """A production host needs alarms that reach someone: an email contact inside a contact group."""
+    problems: list[str] = []
+    for stack in sorted({r.stack for r in resources if r.type == INSTANCE and r.stack in PROTECTED_STACKS}):
+        mine = [r for r in resources if r.stack == stack]
+        mailed = {
+            str(r.props.get("alarmContactName"))
+            for r in mine
+            if r.type == ALARM_CONTACT and str(r.props.get("channelsMail") or "").strip()
+        }
+        grouped = {str(name) for r in mine if r.type == ALARM_CONTACT_GROUP for name in _items(r.props.get("contacts"))}
+        if not mailed & grouped:
+            problems.append(
+                f"stack {stack} runs a host but no alarm reaches anyone (no email contact in a contact group); "
+                "set memos:alertEmails"
+            )
+    return problems
+
+
+STACK_RULES: tuple[StackRule, ...] = (
+    StackRule("prod-alarms-reach-someone", "A production stack mails its alarms to at least one contact.",
+              _alarm_contact),
 )  # fmt: skip
 
 
 def evaluate(resources: Sequence[PolicyResource]) -> list[tuple[str, str]]:
-    """Every (rule name, violation message) for these resources."""
+    """Every (rule name, violation message) for these resources, per resource and then for the stack."""
     return [
         (rule.name, message)
         for resource in resources
         for rule in RULES
         if resource.type in rule.types
         for message in rule.check(resource)
-    ]
+    ] + [(rule.name, message) for rule in STACK_RULES for message in rule.check(resources)]

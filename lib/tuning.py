@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from lib.errors import ConfigError
 
-VectorStorage = Literal["vector", "halfvec"]
-
 KIB_PER_MIB = 1024
+#: The app stores and indexes `vector(1024)`: 4 bytes a dimension (a float4 each).
+BYTES_PER_DIMENSION = 4
 #: Bytes per element of pgvector's in-memory HNSW graph beyond the vector itself (m = 16).
 #: Measured here on PostgreSQL 18.6 + pgvector 0.8.6: the server reports "hnsw graph no longer fits
-#: into maintenance_work_mem after 6961 tuples" at 32 MiB for vector(1024) (4820 B per element) and
-#: after 6068 tuples at 16 MiB for halfvec(1024) (2765 B per element); both are 4 or 2 bytes per
-#: dimension plus about 720 bytes of neighbour lists and element header.
+#: into maintenance_work_mem after 6961 tuples" at 32 MiB for vector(1024) (4820 B per element):
+#: 4 bytes per dimension plus about 720 bytes of neighbour lists and element header.
 HNSW_ELEMENT_OVERHEAD_BYTES = 724
 #: Private memory of one busy backend besides work_mem (catalog and plan caches, the HNSW scan's
 #: candidate queues). The benchmark's stress run (docs/benchmark.md) held 27 sessions, each with a
@@ -36,8 +34,8 @@ HNSW_ELEMENT_OVERHEAD_BYTES = 724
 #: memory left under 2 MiB per session beyond shared memory, the build and work_mem. Budgeted at 2x.
 BACKEND_OVERHEAD_MIB = 4
 #: Bytes per row of a finished HNSW index (m = 16): pgvector keeps each element and its neighbour
-#: list on one 8 kB page, so a vector(1024) element (about 4.5 kB) takes a page of its own while
-#: three halfvec(1024) elements share one. Measured: 40 000 vector(1024) rows -> 313 MiB.
+#: list on one 8 kB page, so a vector(1024) element (about 4.5 kB) takes a page of its own.
+#: Measured: 40 000 vector(1024) rows -> 313 MiB.
 HNSW_PAGE_BYTES = 8192
 HNSW_INDEX_TUPLE_OVERHEAD_BYTES = 400
 #: Background processes every cluster runs: checkpointer, background writer, WAL writer, autovacuum
@@ -81,7 +79,6 @@ class Workload:
     """What the database has to hold: the embeddings and the app's connections."""
 
     expected_embeddings: int
-    storage: VectorStorage
     max_connections: int
     dimensions: int = 1024
 
@@ -108,28 +105,26 @@ def database_limit_mib(host: Host, reserves: Reserves) -> int:
 def hnsw_build_mib(workload: Workload) -> int:
     """maintenance_work_mem that holds the whole HNSW graph of the expected rows while it is built.
 
-    Formula: rows x (dimensions x bytes per dimension + 724 B) x 1.10, rounded up to 16 MiB.
+    Formula: rows x (dimensions x 4 B + 724 B) x 1.10, rounded up to 16 MiB.
     Source: pgvector builds the graph in memory and falls back to a much slower on-disk insert path
     once it outgrows maintenance_work_mem (measured 3-4x slower); the per-element size was measured
     on this project's PostgreSQL 18.6 + pgvector 0.8.6 (see HNSW_ELEMENT_OVERHEAD_BYTES).
     Caveat: valid for m = 16 (the app's index); the 10 % margin covers growth past the estimate,
     not a larger m. The build only happens on CREATE INDEX / REINDEX, i.e. on a restore.
     """
-    bytes_per_dim = 4 if workload.storage == "vector" else 2
-    element = workload.dimensions * bytes_per_dim + HNSW_ELEMENT_OVERHEAD_BYTES
+    element = workload.dimensions * BYTES_PER_DIMENSION + HNSW_ELEMENT_OVERHEAD_BYTES
     return max(64, round_up(workload.expected_embeddings * element * 1.10 / (1024 * 1024), 16))
 
 
 def hnsw_index_mib(workload: Workload) -> int:
     """Size of the app's finished HNSW index on disk.
 
-    Formula: rows / floor(8000 B / (dimensions x bytes per dimension + 400 B)) pages of 8 kB.
+    Formula: rows / floor(8000 B / (dimensions x 4 B + 400 B)) pages of 8 kB.
     Source: pgvector stores an element with its neighbour list on one page; measured here with
     40 000 vector(1024) rows: 313 MiB, one row per page. Caveat: m = 16; a larger m grows the
     neighbour lists, and two tables (memo, memo_embedding) each have their own index.
     """
-    bytes_per_dim = 4 if workload.storage == "vector" else 2
-    per_page = max(1, 8000 // (workload.dimensions * bytes_per_dim + HNSW_INDEX_TUPLE_OVERHEAD_BYTES))
+    per_page = max(1, 8000 // (workload.dimensions * BYTES_PER_DIMENSION + HNSW_INDEX_TUPLE_OVERHEAD_BYTES))
     return math.ceil(workload.expected_embeddings / per_page * HNSW_PAGE_BYTES / (1024 * 1024))
 
 
@@ -347,20 +342,39 @@ def plan_memory(host: Host, reserves: Reserves, workload: Workload) -> MemoryPla
     if work_mem_kb < MIN_WORK_MEM_KB:
         smallest_build = replace(base, maintenance_work_mem_mib=64)
         if (limit - smallest_build.worst_case_mib()) * KIB_PER_MIB >= per_connection_kb * MIN_WORK_MEM_KB:
-            per_row = "2.8 KB" if workload.storage == "halfvec" else "4.8 KB"
             raise ConfigError(
                 "expectedEmbeddings",
-                f"{workload.expected_embeddings} {workload.dimensions}-dim {workload.storage} rows need "
-                f"{maintenance} MiB for an in-memory HNSW build ({per_row} each), which does not fit the "
-                f"{limit} MiB database container next to {workload.max_connections} connections; use "
-                "memos:embeddingStorage halfvec, lower the expected count, or choose a larger instance",
+                f"{workload.expected_embeddings} vector({workload.dimensions}) rows need {maintenance} MiB for "
+                f"an in-memory HNSW build (4.8 KB each), which does not fit the {limit} MiB database container "
+                f"next to {workload.max_connections} connections; choose a larger memos:instanceType, lower "
+                "memos:expectedEmbeddings, or move the database to ApsaraDB RDS (memos:database rds)",
             )
         raise ConfigError(
             "dbMaxConnections",
             f"{workload.max_connections} connections cannot each get 2 x 1 MiB of work_mem inside the "
-            f"{limit} MiB database container; lower memos:dbMaxConnections or choose a larger instance",
+            f"{limit} MiB database container; lower memos:dbMaxConnections, choose a larger "
+            "memos:instanceType, or move the database to ApsaraDB RDS (memos:database rds)",
         )
     return replace(base, work_mem_kb=work_mem_kb)
+
+
+def app_share_without_database(host: Host, reserves: Reserves) -> int:
+    """The app's memory limit when the database runs elsewhere (ApsaraDB RDS): everything left.
+
+    Formula: host memory - (OS + Docker + proxy); no database container and no dump container run,
+    so their shares go to the app. `reserves.app_mib` (memos:appMemoryMb) is the least the app must
+    get. Caveat: the app itself is small (tens of MB steady), so most of this is headroom for its
+    spikes on image processing, not a working set.
+    """
+    app = host.memory_mib - reserves.os_mib - reserves.docker_mib - reserves.proxy_mib
+    if app < reserves.app_mib:
+        raise ConfigError(
+            "appMemoryMb",
+            f"{reserves.app_mib} MiB does not fit a {host.memory_mib} MiB host next to the OS ({reserves.os_mib}), "
+            f"Docker ({reserves.docker_mib}) and the proxy ({reserves.proxy_mib}), which leave {app} MiB; "
+            "lower memos:appMemoryMb or choose a larger memos:instanceType",
+        )
+    return app
 
 
 def shm_size_mib(maintenance_work_mem: int) -> int:

@@ -1,73 +1,80 @@
-"""memos-oss-upload: copies each completed database dump to an OSS bucket with the ECS instance's RAM role.
+"""memos-oss-upload: copies each completed database dump to OSS and reports the age of the newest dump.
 
-Runs in its own container (python:3.13-alpine, standard library only) beside memos-backup, with the
-dumps' volume mounted read-only at $BACKUP_DIR and a small writable $STATE_DIR. Every
-$INTERVAL_SECONDS it uploads, oldest first, each `memos-YYYYmmddTHHMMSSZ[-label].dump` that has no marker in
-$STATE_DIR/uploaded/ yet (`*.partial` files are still being written and are never touched), with the
-OSS PutObject API: virtual-hosted `https://<bucket>.<endpoint>/<prefix><file>`, signed with OSS
-signature V1 (HMAC-SHA1) from the RAM role's temporary credentials (instance metadata service,
-refreshed before they expire), `Content-MD5` so OSS rejects a corrupted body, and
-`x-oss-server-side-encryption: AES256`. The body is streamed from disk, never held in memory.
+Runs in its own container beside memos-backup, built from ops/copier/ (the packages below, pinned and
+hash-locked), with the dumps' volume mounted read-only at $BACKUP_DIR and a small writable $STATE_DIR.
+Every $INTERVAL_SECONDS it uploads, oldest first, each `memos-YYYYmmddTHHMMSSZ[-label].dump` that has
+no marker in $STATE_DIR/uploaded/ yet (`*.partial` files are still being written and are never
+touched), and reports the age of the newest completed dump to CloudMonitor.
+
+What Alibaba's maintained libraries do here, and what is ours:
+- `alibabacloud-credentials` fetches and refreshes the ECS instance's RAM role credentials from the
+  instance metadata service (hardened mode with a session token, falling back to normal mode).
+- `alibabacloud-oss-v2` signs (V4), retries, uploads in parts above $PART_SIZE_MIB (so dumps of any
+  size up to 10,000 parts, read from disk part by part), asks for server-side encryption (AES256)
+  and compares the object's CRC-64 with the file's.
+- `alibabacloud-cms20190101` sends the custom metric (PutCustomMetric) `memos_backup_age_hours`.
+- Ours: which files to copy, the markers, the status file, the health rules, and keeping credentials
+  out of every line printed.
 
     memos-oss-upload            upload forever, one pass every $INTERVAL_SECONDS
-    memos-oss-upload --once     one pass; exit 0 if every completed dump is uploaded, 1 otherwise
+    memos-oss-upload --once     one pass; exit 0 if every completed dump is uploaded and the age
+                                reported, 1 otherwise
     memos-oss-upload --health   exit 0 if the last pass succeeded, is younger than 3 intervals, and no
                                 dump has waited more than 2 hours; otherwise print why and exit 1
 
-Environment: OSS_BUCKET and OSS_ENDPOINT (required for uploads), OSS_PREFIX (memos/), BACKUP_DIR
-(/backups), STATE_DIR (/var/lib/memos-offsite), METADATA_URL (http://100.100.100.200),
-INTERVAL_SECONDS (300), OSS_SCHEME (https; http only for a local test double) and OSS_CONNECT_ADDRESS
-(host:port to connect to instead of resolving <bucket>.<endpoint>; for tests and troubleshooting, the
-Host header, TLS name and signature stay those of the bucket).
+Environment: OSS_BUCKET, OSS_REGION (e.g. cn-hangzhou) and OSS_ENDPOINT (e.g.
+oss-cn-hangzhou-internal.aliyuncs.com; `http://` in front only for a local stand-in) are required for
+uploads; OSS_PREFIX (memos/), BACKUP_DIR (/backups), STATE_DIR (/var/lib/memos-offsite),
+INTERVAL_SECONDS (300), PART_SIZE_MIB (16). CMS_GROUP_ID (the CloudMonitor application group) turns
+on the backup-age metric, sent to CMS_ENDPOINT (metrics.<region>.aliyuncs.com) with the dimension
+stack=$MEMOS_STACK. RAM_ROLE_NAME names the instance's role (else the SDK asks the metadata service).
+The SDKs honour HTTP_PROXY for plain-HTTP endpoints, which is how the test suite reaches its stand-ins.
 
 After each pass $STATE_DIR/status.json is replaced atomically (see write_status). One line goes to
-stdout per upload and per failure; credentials and signatures are never printed.
+stdout per upload and per failure; credentials are never printed.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime as dt
-import email.utils
 import fcntl
-import hashlib
-import hmac
-import http.client
 import json
 import os
 import re
 import signal
-import socket
-import ssl
 import sys
 import time
-import urllib.parse
-from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO, Final, NoReturn, cast
+from typing import Any, Final, NoReturn, cast
+
+import alibabacloud_oss_v2 as oss  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_cms20190101 import models as cms_models  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_cms20190101.client import Client as CmsClient  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.client import Client as CredentialClient  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.http import HttpOptions  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.provider import EcsRamRoleCredentialsProvider  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_tea_openapi import models as openapi_models  # pyright: ignore[reportMissingTypeStubs]
 
 PROGRAM: Final = "memos-oss-upload"
-USER_AGENT: Final = "memos-oss-upload/1"
 
 #: A completed dump; memos-backup writes `<name>.partial` and renames it once pg_restore has read it.
-DUMP_NAME: Final = re.compile(r"memos-[0-9]{8}T[0-9]{6}Z(-[a-z0-9-]+)?\.dump")
+DUMP_NAME: Final = re.compile(r"memos-(?P<taken>[0-9]{8}T[0-9]{6}Z)(-[a-z0-9-]+)?\.dump")
 CONTENT_TYPE: Final = "application/octet-stream"
 SERVER_SIDE_ENCRYPTION: Final = "AES256"
-#: PutObject's size limit; larger objects need a multipart upload, which this program does not do.
-MAX_PUT_BYTES: Final = 5 * 1024**3
-CHUNK_BYTES: Final = 256 * 1024
-#: Credentials this close to their Expiration are fetched again before the next request.
-REFRESH_MARGIN: Final = dt.timedelta(minutes=15)
+#: The custom metric CloudMonitor alarms on (components/alarms.py).
+AGE_METRIC: Final = "memos_backup_age_hours"
+#: OSS error codes that mean "these credentials are no longer valid": fetch new ones and retry once.
+STALE_CREDENTIAL_CODES: Final = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId", "InvalidSecurityToken"})
 #: --health: a completed dump still not uploaded after this long makes the container unhealthy.
 PENDING_LIMIT: Final = dt.timedelta(hours=2)
 #: --health: the last pass must be younger than this many intervals.
 STALE_INTERVALS: Final = 3
-METADATA_TIMEOUT: Final = 5.0
-OSS_TIMEOUT: Final = 60.0
-METADATA_TOKEN_TTL: Final = "300"  # noqa: S105 (seconds, not a secret)
+#: Metadata service timeouts (milliseconds, as the credentials library takes them).
+METADATA_TIMEOUT_MS: Final = 5000
 STATUS_FILE: Final = "status.json"
 MARKER_DIR: Final = "uploaded"
 MARKER_SUFFIX: Final = ".json"
@@ -75,19 +82,6 @@ MARKER_SUFFIX: Final = ".json"
 
 class ConfigError(Exception):
     """An environment variable is missing or invalid."""
-
-
-class CredentialError(Exception):
-    """The metadata service did not give usable RAM role credentials."""
-
-
-class UploadError(Exception):
-    """OSS or the network rejected an upload."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class LocalFileError(Exception):
@@ -101,292 +95,76 @@ class LocalFileError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Config:
     bucket: str
+    region: str
     endpoint: str
     prefix: str
     backup_dir: Path
     state_dir: Path
-    metadata_url: str
     interval: int
-    scheme: str
-    connect_address: tuple[str, int] | None
+    part_size: int
+    role_name: str | None
+    cms_group_id: str | None
+    cms_endpoint: str
+    stack: str
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?")
+_REGION = re.compile(r"[a-z]{2}-[a-z0-9-]+")
+_ENDPOINT = re.compile(r"(https?://)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 
 
-def _host_port(value: str, name: str) -> tuple[str, int | None]:
-    match = _HOST_PORT.fullmatch(value)
-    if match is None:
-        raise ConfigError(f"{name}={value!r} is not host or host:port (no scheme, no path)")
-    port = match.group("port")
-    return match.group("host"), int(port) if port else None
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name, str(default))
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{name}={text!r} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 def load_config(env: Mapping[str, str], *, need_oss: bool = True) -> Config:
-    """The configuration from the environment; OSS_BUCKET/OSS_ENDPOINT are required only with need_oss."""
+    """The settings from the environment; uploads need the bucket, region and endpoint."""
     bucket = env.get("OSS_BUCKET", "")
+    region = env.get("OSS_REGION", "")
     endpoint = env.get("OSS_ENDPOINT", "")
     if need_oss:
         if not _BUCKET.fullmatch(bucket):
-            raise ConfigError(f"OSS_BUCKET={bucket!r} is not a bucket name (3-63 of a-z, 0-9, -)")
-        _host_port(endpoint, "OSS_ENDPOINT")
+            raise ConfigError(f"OSS_BUCKET={bucket!r} is not a bucket name (3-63 lowercase letters, digits, dashes)")
+        if not _REGION.fullmatch(region):
+            raise ConfigError(f"OSS_REGION={region!r} is not a region id such as cn-hangzhou")
+        if not _ENDPOINT.fullmatch(endpoint):
+            raise ConfigError(
+                f"OSS_ENDPOINT={endpoint!r} is not a host name such as oss-cn-hangzhou-internal.aliyuncs.com"
+            )
     prefix = env.get("OSS_PREFIX", "memos/")
-    if prefix.startswith(("/", "\\")) or any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
-        raise ConfigError(f"OSS_PREFIX={prefix!r} must not start with / or \\ nor contain control characters")
-    raw_interval = env.get("INTERVAL_SECONDS", "300")
-    try:
-        interval = int(raw_interval)
-    except ValueError:
-        interval = 0
-    if interval < 1:
-        raise ConfigError(f"INTERVAL_SECONDS={raw_interval!r} is not a positive whole number")
-    scheme = env.get("OSS_SCHEME", "https")
-    if scheme not in ("https", "http"):
-        raise ConfigError(f"OSS_SCHEME={scheme!r} is neither https nor http")
-    metadata_url = env.get("METADATA_URL", "http://100.100.100.200").rstrip("/")
-    parts = urllib.parse.urlsplit(metadata_url)
-    if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(f"METADATA_URL={metadata_url!r} is not an http:// URL")
-    connect_address: tuple[str, int] | None = None
-    raw_connect = env.get("OSS_CONNECT_ADDRESS", "")
-    if raw_connect:
-        host, port = _host_port(raw_connect, "OSS_CONNECT_ADDRESS")
-        if port is None:
-            raise ConfigError(f"OSS_CONNECT_ADDRESS={raw_connect!r} needs a port (host:port)")
-        connect_address = (host, port)
+    if prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ConfigError(f"OSS_PREFIX={prefix!r} must be a relative key prefix such as memos/")
+    cms_endpoint = env.get("CMS_ENDPOINT", f"metrics.{region}.aliyuncs.com")
+    if not _ENDPOINT.fullmatch(cms_endpoint):
+        raise ConfigError(f"CMS_ENDPOINT={cms_endpoint!r} is not a host name such as metrics.cn-hangzhou.aliyuncs.com")
+    group = env.get("CMS_GROUP_ID", "")
+    if group and not group.isdigit():
+        raise ConfigError(f"CMS_GROUP_ID={group!r} is not a CloudMonitor application group id")
     return Config(
         bucket=bucket,
+        region=region,
         endpoint=endpoint,
         prefix=prefix,
         backup_dir=Path(env.get("BACKUP_DIR", "/backups")),
         state_dir=Path(env.get("STATE_DIR", "/var/lib/memos-offsite")),
-        metadata_url=metadata_url,
-        interval=interval,
-        scheme=scheme,
-        connect_address=connect_address,
+        interval=_integer(env, "INTERVAL_SECONDS", 300, 10, 86400),
+        part_size=_integer(env, "PART_SIZE_MIB", 16, 1, 1024) * 1024 * 1024,
+        role_name=env.get("RAM_ROLE_NAME") or None,
+        cms_group_id=group or None,
+        cms_endpoint=cms_endpoint,
+        stack=env.get("MEMOS_STACK", "prod"),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# OSS signature V1 (pure)
 
 
 def object_key(prefix: str, file_name: str) -> str:
-    """The object key of a dump: the prefix as configured (normally ending in /) and the file name."""
-    return prefix + file_name
-
-
-def object_path(key: str) -> str:
-    """The request path of an object in virtual-hosted style: the key percent-encoded as UTF-8, / kept."""
-    return "/" + urllib.parse.quote(key, safe="/")
-
-
-def canonicalized_oss_headers(headers: Mapping[str, str]) -> str:
-    """The x-oss-* headers, names lower-cased, sorted by name, each as `name:value` plus a newline."""
-    oss_headers = sorted((name.lower(), value) for name, value in headers.items() if name.lower().startswith("x-oss-"))
-    return "".join(f"{name}:{value}\n" for name, value in oss_headers)
-
-
-def canonicalized_resource(bucket: str, key: str) -> str:
-    """`/<bucket>/<key>` with the key as is (not percent-encoded); PutObject has no sub-resources."""
-    return f"/{bucket}/{key}"
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for header, value in headers.items():
-        if header.lower() == name:
-            return value
-    return ""
-
-
-def string_to_sign(method: str, headers: Mapping[str, str], bucket: str, key: str) -> str:
-    """VERB, Content-MD5, Content-Type, Date, then the canonicalized OSS headers and resource."""
-    return "\n".join(
-        [
-            method,
-            _header(headers, "content-md5"),
-            _header(headers, "content-type"),
-            _header(headers, "date"),
-            canonicalized_oss_headers(headers) + canonicalized_resource(bucket, key),
-        ]
-    )
-
-
-def signature(access_key_secret: str, text: str) -> str:
-    """Base64 of HMAC-SHA1 over the UTF-8 string to sign, keyed with the AccessKeySecret."""
-    digest = hmac.new(access_key_secret.encode(), text.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def authorization(
-    access_key_id: str, access_key_secret: str, *, method: str, headers: Mapping[str, str], bucket: str, key: str
-) -> str:
-    """The Authorization header value `OSS <AccessKeyId>:<Signature>`."""
-    return f"OSS {access_key_id}:{signature(access_key_secret, string_to_sign(method, headers, bucket, key))}"
-
-
-def http_date(when: float) -> str:
-    """RFC 1123 date in GMT, independent of the locale."""
-    return email.utils.formatdate(when, usegmt=True)
-
-
-def put_headers(creds: Credentials, bucket: str, key: str, *, content_md5: str, size: int, date: str) -> dict[str, str]:
-    """Every header of the PutObject request, Authorization included."""
-    headers = {
-        "Date": date,
-        "Content-Type": CONTENT_TYPE,
-        "Content-Length": str(size),
-        "Content-MD5": content_md5,
-        "x-oss-security-token": creds.security_token,
-        "x-oss-server-side-encryption": SERVER_SIDE_ENCRYPTION,
-    }
-    headers["Authorization"] = authorization(
-        creds.access_key_id, creds.access_key_secret, method="PUT", headers=headers, bucket=bucket, key=key
-    )
-    return headers
+    return f"{prefix}{file_name}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Credentials
-
-
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    access_key_id: str = dataclasses.field(repr=False)
-    access_key_secret: str = dataclasses.field(repr=False)
-    security_token: str = dataclasses.field(repr=False)
-    expiration: dt.datetime
-
-    def secrets(self) -> tuple[str, str, str]:
-        """The strings that must never reach a log line or the status file."""
-        return (self.access_key_id, self.access_key_secret, self.security_token)
-
-
-def parse_timestamp(value: str) -> dt.datetime:
-    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
-    parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
-
-
-def parse_credentials(body: str | bytes) -> Credentials:
-    """The metadata service's credentials document; CredentialError (naming no secret) if unusable."""
-    try:
-        document: object = json.loads(body)
-    except ValueError:
-        raise CredentialError("credentials document is not JSON") from None
-    if not isinstance(document, dict):
-        raise CredentialError("credentials document is not a JSON object")
-    fields = cast(dict[str, object], document)
-    code = fields.get("Code")
-    if code != "Success":
-        raise CredentialError(f"metadata service answered Code={code!r}")
-    values: dict[str, str] = {}
-    for name in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"):
-        value = fields.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise CredentialError(f"credentials document has no {name}")
-        values[name] = value.strip()
-    try:
-        expiration = parse_timestamp(values["Expiration"])
-    except ValueError:
-        raise CredentialError(f"credentials Expiration {values['Expiration']!r} is not an ISO 8601 time") from None
-    return Credentials(
-        access_key_id=values["AccessKeyId"],
-        access_key_secret=values["AccessKeySecret"],
-        security_token=values["SecurityToken"],
-        expiration=expiration,
-    )
-
-
-def needs_refresh(creds: Credentials | None, now: dt.datetime, margin: dt.timedelta = REFRESH_MARGIN) -> bool:
-    """True when there are no credentials or they expire within the margin."""
-    return creds is None or creds.expiration - now <= margin
-
-
-def _metadata_request(base_url: str, method: str, path: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
-    parts = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=METADATA_TIMEOUT)
-    try:
-        conn.request(method, parts.path + path, headers=dict(headers))
-        response = conn.getresponse()
-        return response.status, response.read(64 * 1024)
-    finally:
-        conn.close()
-
-
-def fetch_credentials(metadata_url: str) -> Credentials:
-    """The RAM role's current credentials from the instance metadata service.
-
-    Uses the hardened mode (a session token from PUT /latest/api/token) when the service gives one,
-    and the normal mode otherwise.
-    """
-    headers: dict[str, str] = {}
-    try:
-        status, body = _metadata_request(
-            metadata_url, "PUT", "/latest/api/token", {"X-aliyun-ecs-metadata-token-ttl-seconds": METADATA_TOKEN_TTL}
-        )
-        token = body.decode("ascii", "replace").strip()
-        if status == 200 and token and token.isprintable():
-            headers["X-aliyun-ecs-metadata-token"] = token
-    except (OSError, http.client.HTTPException):
-        pass  # normal mode; a metadata service that is down fails just below with a clear message
-    base = "/latest/meta-data/ram/security-credentials/"
-    try:
-        status, body = _metadata_request(metadata_url, "GET", base, headers)
-        if status != 200:
-            raise CredentialError(f"metadata {base} answered HTTP {status} (is a RAM role attached to the instance?)")
-        lines = body.decode("utf-8", "replace").split()
-        role = lines[0] if lines else ""
-        if not re.fullmatch(r"[A-Za-z0-9._@+=,-]{1,64}", role):
-            raise CredentialError(f"metadata {base} gave no RAM role name")
-        status, body = _metadata_request(metadata_url, "GET", base + urllib.parse.quote(role), headers)
-        if status != 200:
-            raise CredentialError(f"metadata {base}{role} answered HTTP {status}")
-    except (OSError, http.client.HTTPException) as error:
-        raise CredentialError(f"metadata service {metadata_url} unreachable: {error}") from None
-    return parse_credentials(body)
-
-
-class CredentialSource:
-    """Caches the role's credentials and fetches new ones before they expire."""
-
-    def __init__(self, metadata_url: str, fetch: Callable[[str], Credentials] = fetch_credentials) -> None:
-        self._metadata_url = metadata_url
-        self._fetch = fetch
-        self._cached: Credentials | None = None
-
-    def get(self, now: dt.datetime) -> Credentials:
-        """Cached credentials, or fresh ones when they expire within REFRESH_MARGIN.
-
-        When the metadata service fails during a refresh, credentials still valid for another minute
-        are used meanwhile; without them the error is raised.
-        """
-        cached = self._cached
-        if not needs_refresh(cached, now):
-            assert cached is not None  # noqa: S101 (needs_refresh is true for None)
-            return cached
-        try:
-            creds = self._fetch(self._metadata_url)
-            if creds.expiration <= now:
-                raise CredentialError(
-                    f"metadata service gave credentials that expired at {iso(creds.expiration)} (is the clock right?)"
-                )
-        except CredentialError:
-            if cached is not None and cached.expiration - now > dt.timedelta(minutes=1):
-                return cached
-            raise
-        self._cached = creds
-        return creds
-
-    def invalidate(self) -> None:
-        self._cached = None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Dumps and state
+# Which dumps, and what was done with them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,6 +176,20 @@ class Dump:
 
 def is_completed_dump(name: str) -> bool:
     return DUMP_NAME.fullmatch(name) is not None
+
+
+def taken_at(name: str) -> dt.datetime:
+    """When a completed dump was taken, from its name (memos-backup names it by its UTC start)."""
+    match = DUMP_NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name} is not a completed dump")
+    return dt.datetime.strptime(match["taken"], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+
+
+def newest_dump_age_hours(dumps: Iterable[Dump], now: dt.datetime) -> float | None:
+    """Hours since the newest completed (so verified) dump was taken; None when there is none."""
+    taken = [taken_at(d.name) for d in dumps if is_completed_dump(d.name)]
+    return None if not taken else max(0.0, (now - max(taken)).total_seconds() / 3600)
 
 
 def choose_pending(dumps: Iterable[Dump], uploaded: Collection[str]) -> list[Dump]:
@@ -459,6 +251,10 @@ def iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(value: str) -> dt.datetime:
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -468,152 +264,143 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    line = "".join(c if c.isprintable() else " " for c in text)
-    return line[:500]
+    line = " ".join(text.split())
+    return line if len(line) <= 500 else line[:497] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Upload
+# The cloud, through the SDKs
 
 
-_tls: ssl.SSLContext | None = None
+def _split_endpoint(endpoint: str) -> tuple[str, str]:
+    """("https" | "http", host[:port]) of an endpoint written with or without a scheme."""
+    scheme, _, host = endpoint.rpartition("://")
+    return (scheme or "https"), host
 
 
-def _tls_context() -> ssl.SSLContext:
-    global _tls  # noqa: PLW0603 (one context, loaded once, for the life of the process)
-    if _tls is None:
-        _tls = ssl.create_default_context()
-    return _tls
+class Cloud:
+    """The RAM role's credentials and the OSS and CloudMonitor clients that use them."""
 
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.credentials = self._credentials()
 
-def _connection(cfg: Config) -> http.client.HTTPConnection:
-    """A connection to <bucket>.<endpoint>; with OSS_CONNECT_ADDRESS the socket goes there instead."""
-    host, port = _host_port(cfg.endpoint, "OSS_ENDPOINT")
-    virtual_host = f"{cfg.bucket}.{host}"
-    https = cfg.scheme == "https"
-    port = port or (443 if https else 80)
-    conn = (
-        http.client.HTTPSConnection(virtual_host, port, timeout=OSS_TIMEOUT, context=_tls_context())
-        if https
-        else http.client.HTTPConnection(virtual_host, port, timeout=OSS_TIMEOUT)
-    )
-    if cfg.connect_address is not None:
-        sock = socket.create_connection(cfg.connect_address, timeout=OSS_TIMEOUT)
-        conn.sock = _tls_context().wrap_socket(sock, server_hostname=virtual_host) if https else sock
-    return conn
+    def _credentials(self) -> Any:
+        timeouts = HttpOptions(connect_timeout=METADATA_TIMEOUT_MS, read_timeout=METADATA_TIMEOUT_MS)
+        # Refreshed on use, 15 minutes before they expire (no background thread in a one-pass process).
+        provider = EcsRamRoleCredentialsProvider(
+            role_name=self.cfg.role_name,  # pyright: ignore[reportArgumentType] (None: ask the metadata service)
+            http_options=timeouts,
+            async_update_enabled=False,
+        )
+        return CredentialClient(provider=provider)
 
+    def renew(self) -> None:
+        """Forget the cached credentials: the next request fetches new ones."""
+        self.credentials = self._credentials()
 
-def file_md5(path: Path) -> tuple[str, int]:
-    """Base64 MD5 (the Content-MD5 form) and size of a file, read in chunks."""
-    digest = hashlib.md5()  # noqa: S324 (Content-MD5 is an integrity check that OSS requires MD5 for)
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return base64.b64encode(digest.digest()).decode("ascii"), size
+    def secrets(self) -> list[str]:
+        """The current secret values, to keep them out of messages (empty when there are none yet)."""
+        try:
+            model = self.credentials.get_credential()
+        except Exception:  # no credentials yet: nothing to redact
+            return []
+        return [str(model.access_key_secret or ""), str(model.security_token or "")]
 
+    def _oss_credentials(self) -> Any:
+        model = self.credentials.get_credential()
+        return oss.credentials.Credentials(  # pyright: ignore[reportUnknownMemberType]
+            access_key_id=model.access_key_id,
+            access_key_secret=model.access_key_secret,
+            security_token=model.security_token,
+        )
 
-_XML_FIELD = re.compile(r"<(Code|Message|RequestId)>([^<]{0,300})</\1>")
+    def oss_client(self) -> Any:
+        config = oss.config.load_default()  # pyright: ignore[reportUnknownMemberType]
+        config.credentials_provider = oss.credentials.CredentialsProviderFunc(  # pyright: ignore[reportUnknownMemberType]
+            func=self._oss_credentials
+        )
+        config.region = self.cfg.region
+        config.endpoint = self.cfg.endpoint
+        config.signature_version = "v4"
+        config.user_agent = PROGRAM
+        return oss.Client(config)  # pyright: ignore[reportUnknownMemberType]
 
-
-def _oss_error(status: int, reason: str, body: bytes, request_id: str | None) -> UploadError:
-    """Code, Message and RequestId of an OSS error (its other fields may echo the string to sign)."""
-    fields = dict(_XML_FIELD.findall(body.decode("utf-8", "replace")))
-    code = fields.get("Code")
-    text = f"HTTP {status} {code or reason}"
-    if fields.get("Message"):
-        text += f": {fields['Message']}"
-    request_id = fields.get("RequestId") or request_id
-    if request_id:
-        text += f" (request id {request_id})"
-    return UploadError(text, status=status, code=code)
+    def cms_client(self) -> Any:
+        protocol, host = _split_endpoint(self.cfg.cms_endpoint)
+        config = openapi_models.Config(
+            credential=self.credentials, region_id=self.cfg.region, endpoint=host, protocol=protocol
+        )
+        return CmsClient(config)
 
 
 @dataclasses.dataclass(frozen=True)
 class Uploaded:
     key: str
     size: int
-    content_md5: str
     etag: str
+    crc64: str
+    multipart: bool
 
 
-def upload_dump(cfg: Config, creds: Credentials, path: Path, *, now: float | None = None) -> Uploaded:
-    """PutObject of one dump, streamed from disk; UploadError if OSS or the network did not take it."""
+def upload_dump(cloud: Cloud, path: Path) -> Uploaded:
+    """One dump to `<prefix><name>`: PutObject below the part size, a multipart upload above it."""
+    cfg = cloud.cfg
     key = object_key(cfg.prefix, path.name)
     try:
-        content_md5, size = file_md5(path)
-        handle = path.open("rb")
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass  # readable: an unreadable file is this file's problem, not the bucket's
     except OSError as error:
-        raise LocalFileError(f"cannot read {path}: {error.strerror or error}") from None
-    with handle:
-        if size > MAX_PUT_BYTES:
-            raise LocalFileError(f"{path.name} is {size} bytes, more than PutObject takes (5 GiB)")
-        headers = put_headers(
-            creds,
-            cfg.bucket,
-            key,
-            content_md5=content_md5,
-            size=size,
-            date=http_date(time.time() if now is None else now),
-        )
-        try:
-            conn = _connection(cfg)
-        except (OSError, http.client.HTTPException) as error:
-            raise UploadError(f"cannot connect to OSS: {error}") from None
-        try:
-            return _send(conn, handle, headers=headers, key=key, size=size, content_md5=content_md5)
-        finally:
-            conn.close()
+        raise LocalFileError(error.strerror or str(error)) from error
+    uploader = cloud.oss_client().uploader(part_size=cfg.part_size, parallel_num=1, leave_parts_on_error=False)
+    request = oss.PutObjectRequest(  # pyright: ignore[reportUnknownMemberType]
+        bucket=cfg.bucket, key=key, content_type=CONTENT_TYPE, server_side_encryption=SERVER_SIDE_ENCRYPTION
+    )
+    result = uploader.upload_file(request, filepath=str(path))
+    return Uploaded(
+        key=key,
+        size=size,
+        etag=str(result.etag or ""),
+        crc64=str(result.hash_crc64 or ""),
+        multipart=bool(getattr(result, "upload_id", None)),
+    )
 
 
-def _send(
-    conn: http.client.HTTPConnection,
-    handle: BinaryIO,
-    *,
-    headers: Mapping[str, str],
-    key: str,
-    size: int,
-    content_md5: str,
-) -> Uploaded:
-    sent_error: BaseException | None = None
-    try:
-        conn.putrequest("PUT", object_path(key), skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.putheader("User-Agent", USER_AGENT)
-        conn.endheaders()
-        digest = hashlib.md5()  # noqa: S324 (see file_md5)
-        sent = 0
-        while sent < size:
-            chunk = handle.read(min(CHUNK_BYTES, size - sent))
-            if not chunk:
-                break
-            digest.update(chunk)
-            conn.send(chunk)
-            sent += len(chunk)
-        if sent != size or base64.b64encode(digest.digest()).decode("ascii") != content_md5:
-            raise LocalFileError(f"{key.rsplit('/', 1)[-1]} changed while it was being uploaded")
-    except (OSError, http.client.HTTPException) as error:
-        sent_error = error  # OSS may have answered early (e.g. 403) and closed; read that answer below
-    try:
-        response = conn.getresponse()
-        body = response.read(64 * 1024)
-    except (OSError, http.client.HTTPException) as error:
-        raise UploadError(f"network error: {sent_error or error}") from None
-    if response.status != 200:
-        raise _oss_error(response.status, response.reason, body, response.getheader("x-oss-request-id"))
-    if sent_error is not None:
-        raise UploadError(f"network error: {sent_error}")
-    return Uploaded(key=key, size=size, content_md5=content_md5, etag=(response.getheader("ETag") or "").strip('"'))
+def _service_code(error: BaseException) -> str | None:
+    """The OSS error code inside whatever the SDK wrapped it in, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "code", None)
+        if isinstance(code, str) and code:
+            return code
+        unwrap = getattr(current, "unwrap", None)
+        inner = unwrap() if callable(unwrap) else None
+        current = cast("BaseException | None", inner) if isinstance(inner, BaseException) else current.__cause__
+    return None
+
+
+def report_age(cloud: Cloud, group_id: str, age_hours: float, now: dt.datetime) -> None:
+    """PutCustomMetric: the newest dump's age, as a raw value, in the stack's application group."""
+    cfg = cloud.cfg
+    metric = cms_models.PutCustomMetricRequestMetricList(
+        group_id=group_id,
+        metric_name=AGE_METRIC,
+        dimensions=json.dumps({"stack": cfg.stack}, separators=(",", ":")),
+        time=str(int(now.timestamp() * 1000)),
+        type="0",
+        values=json.dumps({"value": round(age_hours, 3)}, separators=(",", ":")),
+    )
+    response = cloud.cms_client().put_custom_metric(cms_models.PutCustomMetricRequest(metric_list=[metric]))
+    code = str(getattr(response.body, "code", "200"))
+    if code != "200":
+        raise RuntimeError(f"PutCustomMetric answered {code}: {getattr(response.body, 'message', '')}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # One pass
-
-
-#: OSS answers these when it no longer accepts the credentials; they are fetched again and the file retried once.
-STALE_CREDENTIAL_CODES: Final = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -628,23 +415,16 @@ def log(message: str) -> None:
     print(f"{iso(utc_now())} {PROGRAM}: {message}", flush=True)
 
 
-def _upload_with_fresh_credentials(
-    cfg: Config, source: CredentialSource, path: Path, now: Callable[[], dt.datetime], secrets: set[str]
-) -> Uploaded:
-    creds = source.get(now())
-    secrets.update(creds.secrets())
+def _upload_with_fresh_credentials(cloud: Cloud, path: Path) -> Uploaded:
     try:
-        return upload_dump(cfg, creds, path)
-    except UploadError as error:
-        if error.status == 403:
-            source.invalidate()  # whatever OSS disliked, the next attempt starts from fresh credentials
-        if error.code not in STALE_CREDENTIAL_CODES:
+        return upload_dump(cloud, path)
+    except LocalFileError:
+        raise
+    except Exception as error:
+        if _service_code(error) not in STALE_CREDENTIAL_CODES:
             raise
-        fresh = source.get(now())
-        secrets.update(fresh.secrets())
-        if fresh.access_key_id == creds.access_key_id and fresh.security_token == creds.security_token:
-            raise
-        return upload_dump(cfg, fresh, path)
+        cloud.renew()  # OSS says these credentials are no longer valid: fetch new ones, once
+        return upload_dump(cloud, path)
 
 
 @contextlib.contextmanager
@@ -658,58 +438,68 @@ def _pass_lock(state_dir: Path) -> Generator[None, None, None]:
         os.close(fd)
 
 
-def run_pass(cfg: Config, source: CredentialSource, *, now: Callable[[], dt.datetime] = utc_now) -> PassResult:
-    """Upload every pending dump, oldest first, record each success, and write the status file."""
-    started = now()
+def run_pass(cfg: Config, cloud: Cloud, *, now: Any = utc_now) -> PassResult:
+    """Upload every pending dump, oldest first, record each success, report the age, write the status file."""
+    started: dt.datetime = now()
     uploaded: list[str] = []
     pending: list[Dump] = []
     errors: list[str] = []
     last_upload: dict[str, object] | None = None
-    secrets: set[str] = set()
+    age: float | None = None
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with _pass_lock(cfg.state_dir):
-            pending = choose_pending(scan_dumps(cfg.backup_dir), uploaded_names(cfg.state_dir))
+            dumps = scan_dumps(cfg.backup_dir)
+            pending = choose_pending(dumps, uploaded_names(cfg.state_dir))
             for dump in list(pending):
                 path = cfg.backup_dir / dump.name
                 began = time.monotonic()
                 try:
-                    result = _upload_with_fresh_credentials(cfg, source, path, now, secrets)
+                    result = _upload_with_fresh_credentials(cloud, path)
                 except LocalFileError as error:
                     if not path.exists():
                         pending.remove(dump)
                         log(f"skipped {dump.name}: deleted before it could be uploaded")
                         continue
-                    errors.append(redact(f"{dump.name}: {error}", secrets))
+                    errors.append(redact(f"{dump.name}: {error}", cloud.secrets()))
                     log(f"FAILED {errors[-1]}")
                     continue  # only this file is affected
-                except (CredentialError, UploadError) as error:
-                    errors.append(redact(f"{dump.name}: {error}", secrets))
+                except Exception as error:  # the SDK's errors: the next files would meet the same refusal
+                    errors.append(redact(f"{dump.name}: {type(error).__name__}: {error}", cloud.secrets()))
                     log(f"FAILED {errors[-1]}")
-                    break  # the next files would meet the same refusal
+                    break
                 record: dict[str, object] = {
                     "file": dump.name,
                     "bucket": cfg.bucket,
                     "key": result.key,
                     "size": result.size,
-                    "content_md5": result.content_md5,
                     "etag": result.etag,
+                    "crc64": result.crc64,
+                    "multipart": result.multipart,
                     "uploaded_at": iso(now()),
                 }
                 log(
-                    f"uploaded {dump.name} to oss://{cfg.bucket}/{result.key} "
-                    f"({result.size} bytes, Content-MD5 {result.content_md5}) in {time.monotonic() - began:.1f} s"
+                    f"uploaded {dump.name} to oss://{cfg.bucket}/{result.key} ({result.size} bytes, "
+                    f"{'multipart' if result.multipart else 'single request'}, CRC-64 {result.crc64}) "
+                    f"in {time.monotonic() - began:.1f} s"
                 )
                 record_upload(cfg.state_dir, record)  # an OSError here fails the pass: the state dir is broken
                 pending.remove(dump)
                 uploaded.append(dump.name)
                 last_upload = record
+            age = newest_dump_age_hours(dumps, now())
+            if cfg.cms_group_id is not None and age is not None:
+                try:
+                    report_age(cloud, cfg.cms_group_id, age, now())
+                except Exception as error:
+                    errors.append(redact(f"backup age metric: {type(error).__name__}: {error}", cloud.secrets()))
+                    log(f"FAILED {errors[-1]}")
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        errors.append(redact(f"{where}{error.strerror or error}", secrets))
+        errors.append(redact(f"{where}{error.strerror or error}", cloud.secrets()))
         log(f"FAILED {errors[-1]}")
     except Exception as error:  # a bug must show in the status file, not end the loop
-        errors.append(redact(f"internal error: {type(error).__name__}: {error}", secrets))
+        errors.append(redact(f"internal error: {type(error).__name__}: {error}", cloud.secrets()))
         log(f"FAILED {errors[-1]}")
     error_text = "; ".join(errors) if errors else None
     status = build_status(
@@ -721,6 +511,7 @@ def run_pass(cfg: Config, source: CredentialSource, *, now: Callable[[], dt.date
         uploaded=uploaded,
         last_upload=last_upload,
         pending=pending,
+        age_hours=age,
     )
     try:
         write_status(cfg.state_dir, status)
@@ -745,12 +536,13 @@ def build_status(
     uploaded: Sequence[str],
     last_upload: Mapping[str, object] | None,
     pending: Sequence[Dump],
+    age_hours: float | None,
 ) -> dict[str, object]:
     """The status document; last_upload carries over from the previous pass when this one uploaded nothing."""
     if last_upload is None and previous is not None:
         last_upload = cast("Mapping[str, object] | None", previous.get("last_upload"))
     return {
-        "version": 1,
+        "version": 2,
         "destination": f"oss://{cfg.bucket}/{cfg.prefix}",
         "last_pass_started_at": iso(started),
         "last_pass_at": iso(finished),
@@ -758,6 +550,7 @@ def build_status(
         "last_error": error,
         "uploaded_in_last_pass": list(uploaded),
         "last_upload": dict(last_upload) if last_upload is not None else None,
+        "newest_dump_age_hours": None if age_hours is None else round(age_hours, 3),
         "pending": [
             {"file": d.name, "size": d.size, "completed_at": iso(dt.datetime.fromtimestamp(d.mtime, dt.UTC))}
             for d in pending
@@ -838,11 +631,11 @@ def _stop(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(0)
 
 
-def serve(cfg: Config, source: CredentialSource) -> NoReturn:
+def serve(cfg: Config, cloud: Cloud) -> NoReturn:
     signal.signal(signal.SIGTERM, _stop)
     log(f"copying {cfg.backup_dir}/memos-*.dump to oss://{cfg.bucket}/{cfg.prefix} every {cfg.interval} s")
     while True:
-        run_pass(cfg, source)
+        run_pass(cfg, cloud)
         time.sleep(cfg.interval)
 
 
@@ -864,10 +657,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     if args == ["--health"]:
         return check_health(cfg)
-    source = CredentialSource(cfg.metadata_url)
+    cloud = Cloud(cfg)
     if args == ["--once"]:
-        return 0 if run_pass(cfg, source).ok else 1
-    serve(cfg, source)
+        return 0 if run_pass(cfg, cloud).ok else 1
+    serve(cfg, cloud)
 
 
 if __name__ == "__main__":

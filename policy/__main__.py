@@ -21,9 +21,11 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
-from lib.policy_rules import RULES, PolicyResource, Rule
+from lib.policy_rules import RULES, STACK_RULES, PolicyResource, Rule, StackRule
 
 
 def validator(rule: Rule) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
@@ -43,11 +45,29 @@ def validator(rule: Rule) -> Callable[[ResourceValidationArgs, ReportViolation],
     return validate
 
 
+def stack_validator(rule: StackRule) -> Callable[[StackValidationArgs, ReportViolation], None]:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = [
+            PolicyResource(type=r.resource_type, name=r.name, urn=r.urn, props=r.props, protect=bool(r.opts.protect))
+            for r in args.resources
+        ]
+        for message in rule.check(resources):
+            report_violation(message, None)
+
+    return validate
+
+
 PolicyPack(
     name="memos-policies",
     enforcement_level=EnforcementLevel.MANDATORY,
     policies=[
-        ResourceValidationPolicy(name=rule.name, description=rule.description, validate=validator(rule))
-        for rule in RULES
+        *(
+            ResourceValidationPolicy(name=rule.name, description=rule.description, validate=validator(rule))
+            for rule in RULES
+        ),
+        *(
+            StackValidationPolicy(name=rule.name, description=rule.description, validate=stack_validator(rule))
+            for rule in STACK_RULES
+        ),
     ],
 )

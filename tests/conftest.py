@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools.docker_daemon import (  # noqa: E402
+    DaemonUnavailableError,
+    PrivateDockerd,
+    start_private_dockerd,
+    unavailable_reason,
+)
 from tools.mock_engine import StackRun, run_program  # noqa: E402
 
 #: Stand-ins for real API keys: unique strings the leak tests search for everywhere.
@@ -31,3 +41,40 @@ def dev_run() -> StackRun:
 @pytest.fixture(scope="module")
 def prod_run() -> StackRun:
     return run_program("prod", secrets=PROD_SECRETS)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[PrivateDockerd]:
+    """A private Docker Engine for the Docker tier, stopped by its pid at the end of the session.
+
+    In CI (CI=true) an engine that cannot start fails the tier with its one-line reason; on a
+    contributor's machine without root or without dockerd the tier is skipped with that reason.
+    """
+    reason = unavailable_reason()
+    daemon: PrivateDockerd | None = None
+    run_dir = Path(tempfile.mkdtemp(prefix="mi-", dir="/tmp"))  # short: the socket path has a limit
+    if reason is None:
+        try:
+            daemon = start_private_dockerd(run_dir)
+        except DaemonUnavailableError as error:
+            reason = str(error)
+    if daemon is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(f"the Docker tier cannot run: {reason}", pytrace=False)
+        pytest.skip(str(reason))
+    daemon.clear()
+    yield daemon
+    daemon.clear()
+    daemon.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def on_dockerd(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateDockerd]:
+    """The private daemon, empty but for its cached images, as the program's Docker host."""
+    dockerd.clear()
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    yield dockerd
+    dockerd.clear()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import http.server
+import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 from tools.mock_engine import StackRun
 from tools.pg_server import PostgresServer
@@ -92,3 +96,27 @@ class HealthEndpoint:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def vector(rng: random.Random) -> str:
+    """A random 1024-dimensional embedding in pgvector's text form."""
+    return "[" + ",".join(f"{rng.gauss(0, 1):.4f}" for _ in range(1024)) + "]"
+
+
+def load_app_data(
+    conn: psycopg.Connection[tuple[object, ...]], rows: int, rng: random.Random, *, indexed: Sequence[str]
+) -> None:
+    """The app's two vector tables with `rows` embeddings, and an HNSW index (`<table>_hnsw`, cosine,
+    m = 16, ef_construction = 64) on each table in `indexed`; run as the app's role."""
+    conn.execute("CREATE TABLE memo (id serial PRIMARY KEY, content text NOT NULL, embedding vector(1024))")
+    conn.execute("CREATE TABLE memo_embedding (memo_id int PRIMARY KEY REFERENCES memo(id), embedding vector(1024))")
+    conn.execute("INSERT INTO memo (content) SELECT 'note ' || g FROM generate_series(1, %s) g", (rows,))
+    with conn.cursor().copy("COPY memo_embedding (memo_id, embedding) FROM STDIN") as copy:
+        for memo_id in range(1, rows + 1):
+            copy.write_row((memo_id, vector(rng)))
+    for table in indexed:
+        conn.execute(
+            sql.SQL(
+                "CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            ).format(sql.Identifier(f"{table}_hnsw"), sql.Identifier(table))
+        )

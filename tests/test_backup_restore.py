@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import RenderedDatabase, local_dsn, rendered_database, start_rendered
+from tests.support import RenderedDatabase, load_app_data, local_dsn, rendered_database, start_rendered, vector
 from tools.mock_engine import ROOT, run_program
 from tools.pg_server import BIN, PostgresServer
 
@@ -42,27 +42,12 @@ def server(db: RenderedDatabase) -> Iterator[PostgresServer]:
     pg.cleanup()
 
 
-def vector(rng: random.Random) -> str:
-    return "[" + ",".join(f"{rng.gauss(0, 1):.4f}" for _ in range(1024)) + "]"
-
-
 @pytest.fixture(scope="module")
 def app_data(server: PostgresServer, db: RenderedDatabase) -> str:
     """The app's tables and index, created as the app's role, with a few thousand embeddings."""
     rng = random.Random(11)
     with psycopg.connect(local_dsn(server, db.app_dsn), autocommit=True) as conn:
-        conn.execute("CREATE TABLE memo (id serial PRIMARY KEY, content text NOT NULL)")
-        conn.execute(
-            "CREATE TABLE memo_embedding (memo_id int PRIMARY KEY REFERENCES memo(id), embedding vector(1024))"
-        )
-        conn.execute("INSERT INTO memo (content) SELECT 'note ' || g FROM generate_series(1, %s) g", (ROWS,))
-        with conn.cursor().copy("COPY memo_embedding (memo_id, embedding) FROM STDIN") as copy:
-            for memo_id in range(1, ROWS + 1):
-                copy.write_row((memo_id, vector(rng)))
-        conn.execute(
-            "CREATE INDEX memo_embedding_hnsw ON memo_embedding "
-            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        load_app_data(conn, ROWS, rng, indexed=["memo_embedding"])
     return vector(random.Random(99))
 
 

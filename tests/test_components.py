@@ -12,6 +12,7 @@ from typing import Any
 
 from lib.app_env import secret_env_wrapper
 from lib.database_sql import INIT_SQL
+from tests.test_docker_target import LOCAL_JOB_PREFIX
 from tools.mock_engine import StackRun
 
 
@@ -89,7 +90,7 @@ def test_database_container_inputs(dev_run: StackRun) -> None:
     server = dev_run.by_name("database-server")
     image = dev_run.by_name("database-image")
     password = dev_run.by_name("database-superuser-password")
-    assert image.inputs == {"name": "pgvector/pgvector:0.8.6-pg18-trixie", "keepLocally": True}
+    assert image.inputs == {"name": "pgvector/pgvector:0.8.6-pg18-trixie", "keepLocally": False}
     assert without(server.inputs, "image", "uploads") == {
         "name": "memos-postgres",
         "command": flags(DEV_POSTGRES_SETTINGS),
@@ -101,11 +102,10 @@ def test_database_container_inputs(dev_run: StackRun) -> None:
         ],
         "healthcheck": {
             "tests": ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", "memos"],
-            "interval": "10s",
+            "interval": "5s",
             "timeout": "5s",
             "retries": 5,
-            "startPeriod": "120s",
-            "startInterval": "2s",
+            "startPeriod": "2m0s",
         },
         "wait": True,
         "waitTimeout": 300,
@@ -144,7 +144,7 @@ def test_database_publishes_no_port_in_prod(prod_run: StackRun) -> None:
 def test_database_container_is_deleted_before_its_replacement_and_healthcheck_edits_replace(dev_run: StackRun) -> None:
     options = dev_run.by_name("database-server").options
     assert options["delete_before_replace"] is True
-    assert options["replace_on_changes"] == ["healthcheck"]
+    assert options["replace_on_changes"] == ["healthcheck", "tmpfs"]
     assert options["ignore_changes"] == ["uploads"]
 
 
@@ -165,7 +165,8 @@ def test_role_job_runs_psql_inside_the_database_container(dev_run: StackRun) -> 
     job = dev_run.by_name("database-role-job")
     server = dev_run.by_name("database-server")
     assert without(job.inputs, "stdin") == {
-        "create": "docker exec -i memos-postgres psql -v ON_ERROR_STOP=1 --no-psqlrc -q -U postgres -d memos",
+        "create": f"{LOCAL_JOB_PREFIX} docker exec -i memos-postgres "
+        "psql -v ON_ERROR_STOP=1 --no-psqlrc -q -U postgres -d memos",
         "triggers": [server.mock_id],
         "logging": "stderr",
     }
@@ -185,7 +186,7 @@ def test_role_job_sends_verifiers_not_passwords(dev_run: StackRun) -> None:
 def test_app_container_inputs(dev_run: StackRun) -> None:
     app = dev_run.by_name("app-server")
     image = dev_run.by_name("app-image")
-    assert image.inputs == {"name": "hrygo/memos:0.25.3", "keepLocally": True}
+    assert image.inputs == {"name": "hrygo/memos:0.51.0", "keepLocally": False}
     assert without(app.inputs, "image", "uploads") == {
         "name": "memos-app",
         "user": "10001:10001",
@@ -202,11 +203,10 @@ def test_app_container_inputs(dev_run: StackRun) -> None:
         ],
         "healthcheck": {
             "tests": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5230/healthz"],
-            "interval": "15s",
+            "interval": "5s",
             "timeout": "5s",
             "retries": 3,
-            "startPeriod": "120s",
-            "startInterval": "2s",
+            "startPeriod": "2m0s",
         },
         "wait": True,
         "waitTimeout": 300,
@@ -241,7 +241,7 @@ def test_app_container_inputs(dev_run: StackRun) -> None:
 def test_app_with_fixed_name_and_port_is_deleted_before_replacement(dev_run: StackRun) -> None:
     options = dev_run.by_name("app-server").options
     assert options["delete_before_replace"] is True
-    assert options["replace_on_changes"] == ["healthcheck"]
+    assert options["replace_on_changes"] == ["healthcheck", "tmpfs"]
 
 
 def test_app_starts_only_after_the_database_is_healthy_and_its_role_exists(dev_run: StackRun) -> None:
@@ -335,6 +335,7 @@ DEV_NAMES = {
     "backup",
     "backup-server",
     "backup-pre-upgrade-dump",
+    "destroy-guard",
 }
 
 
@@ -361,7 +362,22 @@ def test_child_names_are_pinned_in_prod(prod_run: StackRun) -> None:
         "host-public-ip",
         "host-public-ip-association",
         "host-docker-ready",
+        "alarms",
+        "alarms-contact-ops-example-com",
+        "alarms-contacts",
+        "alarms-group",
+        "alarms-group-instance",
+        "alarms-cpu",
+        "alarms-memory",
+        "alarms-data-disk",
+        "alarms-healthz",
+        "alarms-healthz-down",
+        "alarms-host-state",
     }
+
+
+#: The host's memory split the planner exports (MiB): 2048 = 320 + 128 + 512 + 64 + 1024.
+MEMORY_PLAN_2C2G = {"host": 2048, "os": 320, "docker": 128, "app": 512, "proxy": 0, "backup": 64, "database": 1024}
 
 
 def test_dev_stack_outputs(dev_run: StackRun) -> None:
@@ -376,6 +392,7 @@ def test_dev_stack_outputs(dev_run: StackRun) -> None:
         "backup_container": "memos-backup",
         "app_container": "memos-app",
         "app_dsn": f"postgres://memos:{app_password}@postgres:5432/memos?sslmode=disable",
+        "memory_plan": MEMORY_PLAN_2C2G,
     }
     # The DSN is there for `ops.verify`, and only as a secret.
     assert dev_run.output_secrets == {"app_dsn"}
@@ -395,5 +412,6 @@ def test_prod_stack_outputs(prod_run: StackRun) -> None:
         "db_container": "memos-postgres",
         "backup_container": "memos-backup",
         "app_container": "memos-app",
+        "memory_plan": MEMORY_PLAN_2C2G,
     }
     assert prod_run.output_secrets == {"app_dsn"}

@@ -190,6 +190,75 @@ CASES = [
         ("also memos:appHostPort",),
     ),
     Case("boolean that is not a boolean", "dev", {"aiEnabled": "yes"}, "memos:aiEnabled", ("not a boolean",)),
+    Case(
+        "time zone that the IANA database does not know",
+        "dev",
+        {"timezone": "Mars/Olympus"},
+        "memos:timezone",
+        ("'Mars/Olympus' is not in the IANA time zone database", "Asia/Shanghai"),
+    ),
+    Case(
+        "a release without the AI features while AI is on",
+        "prod",
+        {"appImage": "hrygo/memos:0.25.3"},
+        "memos:appImage",
+        ("before the AI fork", "no MEMOS_AI_* settings", "memos:aiEnabled is true", "use hrygo/memos:0.51.0"),
+    ),
+    Case(
+        "a release without the AI features from a private mirror",
+        "dev",
+        {"appImage": "registry.cn-hangzhou.aliyuncs.com/team/memos:0.24.0", "aiEnabled": True},
+        "memos:appImage",
+        ("before the AI fork", "use hrygo/memos:0.51.0"),
+        secrets={k: SECRET_MARKERS[k] for k in ("siliconflowApiKey", "deepseekApiKey")},
+    ),
+    Case(
+        "a release whose schema aborts the first start, on a new stack",
+        "prod",
+        {"appImage": "hrygo/memos:0.53.0"},
+        "memos:appImage",
+        (
+            "ADD CONSTRAINT IF NOT EXISTS",
+            "first start on an empty database aborts",
+            "use hrygo/memos:0.51.0",
+            "set memos:appSchemaExists true",
+        ),
+    ),
+    Case(
+        "the major.minor tag of a release line whose schema aborts the first start",
+        "dev",
+        {"appImage": "ghcr.io/hrygo/memos:0.52"},
+        "memos:appImage",
+        ("ADD CONSTRAINT IF NOT EXISTS",),
+    ),
+    Case(
+        "a DivineSense image",
+        "prod",
+        {"appImage": "ghcr.io/hrygo/divinesense:0.60.1"},
+        "memos:appImage",
+        ("DivineSense", "DIVINESENSE_*", "does not render", "use hrygo/memos:0.51.0"),
+    ),
+    Case(
+        "a DivineSense release under the old name",
+        "dev",
+        {"appImage": "hrygo/memos:0.6.1"},
+        "memos:appImage",
+        ("DivineSense", "different environment contract"),
+    ),
+    Case(
+        "a DivineSense release is refused even with the schema acknowledgement",
+        "prod",
+        {"appImage": "hrygo/memos:0.60.0", "appSchemaExists": True},
+        "memos:appImage",
+        ("DivineSense",),
+    ),
+    Case(
+        "the retired embedding storage key",
+        "prod",
+        {"embeddingStorage": "halfvec"},
+        "memos:embeddingStorage",
+        ("no longer a setting", "vector(1024)", "under-size", "pulumi config rm memos:embeddingStorage"),
+    ),
 ]
 
 
@@ -218,3 +287,49 @@ def test_a_value_missing_from_the_cli_defaults_is_reported_not_defaulted() -> No
     with pytest.raises(pulumi.RunError) as raised:
         run_program("dev", {"appMemoryMb": None})
     assert str(raised.value).startswith("memos:appMemoryMb: is not set; its default is declared in Pulumi.yaml")
+
+
+def test_a_no_ai_release_is_accepted_while_ai_is_off() -> None:
+    run = run_program("dev", {"appImage": "hrygo/memos:0.25.3"})
+    assert run.by_name("app-image").inputs["name"] == "hrygo/memos:0.25.3"
+    assert run.warnings == []
+
+
+def test_an_existing_stack_may_move_to_0_53_with_the_schema_acknowledgement() -> None:
+    run = run_program("prod", {"appImage": "hrygo/memos:0.53.0", "appSchemaExists": True}, secrets=PROD_SECRETS)
+    assert run.by_name("app-image").inputs["name"] == "hrygo/memos:0.53.0"
+    assert run.warnings == []
+
+
+def test_the_same_release_from_ghcr_or_a_mirror_is_accepted_without_a_warning() -> None:
+    for image in ("ghcr.io/hrygo/memos:0.51.0", "registry.cn-hangzhou.aliyuncs.com/team/memos:0.51.0"):
+        run = run_program("prod", {"appImage": image}, secrets=PROD_SECRETS)
+        assert run.by_name("app-image").inputs["name"] == image
+        assert run.warnings == [], image
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_a_digest_only_image_is_accepted_with_a_warning_naming_the_skipped_check() -> None:
+    run = run_program("prod", {"appImage": f"hrygo/memos@{DIGEST}"}, secrets=PROD_SECRETS)
+    assert run.by_name("app-image").inputs["name"] == f"hrygo/memos@{DIGEST}"
+    assert run.warnings == [
+        f"memos:appImage: hrygo/memos@{DIGEST} names no release tag, so the release check (AI features, the "
+        "0.52.0-0.54.0 schema bug, DivineSense) was skipped; put the release's tag before the digest "
+        "(e.g. hrygo/memos:0.51.0@sha256:...) to have it checked"
+    ]
+
+
+def test_a_tag_with_a_digest_is_checked_by_its_tag() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {"appImage": f"hrygo/memos:0.54.0@{DIGEST}"}, secrets=PROD_SECRETS)
+    assert str(raised.value).startswith("memos:appImage: ")
+    assert "ADD CONSTRAINT IF NOT EXISTS" in str(raised.value)
+
+
+def test_an_unknown_release_is_accepted_with_a_warning() -> None:
+    run = run_program("prod", {"appImage": "hrygo/memos:0.55.0"}, secrets=PROD_SECRETS)
+    assert len(run.warnings) == 1
+    assert run.warnings[0].startswith("memos:appImage: hrygo/memos:0.55.0 is not a release this program knows")
+    assert "release check was skipped" in run.warnings[0]

@@ -7,6 +7,7 @@ from typing import Any
 
 from lib.caddyfile import caddyfile
 from tests.conftest import PROD_SECRETS
+from tests.test_docker_target import LOCAL_JOB_PREFIX
 from tests.test_secrets import changed
 from tools.mock_engine import ROOT, StackRun, run_program
 
@@ -52,11 +53,10 @@ def test_backup_container_inputs(dev_run: StackRun) -> None:
         ],
         "healthcheck": {
             "tests": ["CMD", "/bin/sh", "/usr/local/bin/memos-backup", "health"],
-            "interval": "5m",
+            "interval": "5m0s",
             "timeout": "30s",
             "retries": 1,
-            "startPeriod": "30m",
-            "startInterval": "15s",
+            "startPeriod": "30m0s",
         },
         "restart": "unless-stopped",
         "memory": 64,
@@ -68,7 +68,6 @@ def test_backup_container_inputs(dev_run: StackRun) -> None:
         "destroyGraceSeconds": 30,
         "securityOpts": ["no-new-privileges:true"],
         "capabilities": {"drops": ["ALL"]},
-        "readOnly": True,
         "tmpfs": {"/tmp": "rw,noexec,nosuid,size=16m"},
         "logDriver": "json-file",
         "logOpts": {"max-size": "10m", "max-file": "3"},
@@ -87,8 +86,8 @@ def test_the_backup_volume_is_protected_in_prod(prod_run: StackRun) -> None:
 def test_a_dump_is_taken_before_the_app_is_replaced(dev_run: StackRun) -> None:
     dump = dev_run.by_name("backup-pre-upgrade-dump")
     assert dump.inputs == {
-        "create": "docker exec memos-backup /bin/sh /usr/local/bin/memos-backup run pre-upgrade",
-        "triggers": ["hrygo/memos:0.25.3"],
+        "create": f"{LOCAL_JOB_PREFIX} docker exec memos-backup /bin/sh /usr/local/bin/memos-backup run pre-upgrade",
+        "triggers": ["hrygo/memos:0.51.0"],
     }
     assert dump.options["replace_on_changes"] == ["triggers[*]"]
     assert dev_run.by_name("backup-server").urn in dump.options["dependencies"]
@@ -98,7 +97,7 @@ def test_a_dump_is_taken_before_the_app_is_replaced(dev_run: StackRun) -> None:
 
 def test_upgrading_the_app_dumps_first_then_replaces_only_the_app() -> None:
     before = run_program("prod", secrets=PROD_SECRETS)
-    after = run_program("prod", {"appImage": "hrygo/memos:0.25.4"}, secrets=PROD_SECRETS)
+    after = run_program("prod", {"appImage": "hrygo/memos:0.50.0"}, secrets=PROD_SECRETS)
     assert changed(before, after) == {
         "app-image": {"name"},
         "app-server": {"image"},
@@ -107,7 +106,7 @@ def test_upgrading_the_app_dumps_first_then_replaces_only_the_app() -> None:
 
 
 def test_rolling_back_is_changing_the_config_back() -> None:
-    upgraded = run_program("prod", {"appImage": "hrygo/memos:0.25.4"}, secrets=PROD_SECRETS)
+    upgraded = run_program("prod", {"appImage": "hrygo/memos:0.50.0"}, secrets=PROD_SECRETS)
     rolled_back = run_program("prod", secrets=PROD_SECRETS)
     original = run_program("prod", secrets=PROD_SECRETS)
     assert changed(upgraded, rolled_back) == changed(upgraded, original)
@@ -129,7 +128,7 @@ def test_behind_the_proxy_the_app_has_no_fixed_name_or_port_and_starts_before_th
 def test_proxy_container_inputs() -> None:
     run = run_program("prod", PROXY, secrets=PROD_SECRETS)
     proxy = run.by_name("proxy-server")
-    assert run.by_name("proxy-image").inputs == {"name": "caddy:2.10.2-alpine", "keepLocally": True}
+    assert run.by_name("proxy-image").inputs == {"name": "caddy:2.10.2-alpine", "keepLocally": False}
     inputs: dict[str, Any] = dict(proxy.inputs)
     inputs.pop("image")
     assert inputs == {
@@ -139,7 +138,7 @@ def test_proxy_container_inputs() -> None:
                      "content": caddyfile(domain="notes.example.com", acme_email="ops@example.com",
                                           upstream="memos:5230")}],
         "healthcheck": {"tests": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:2019/config/"],
-                        "interval": "30s", "timeout": "5s", "retries": 3, "startPeriod": "30s", "startInterval": "2s"},
+                        "interval": "10s", "timeout": "5s", "retries": 3, "startPeriod": "30s"},
         "wait": True,
         "waitTimeout": 120,
         "restart": "unless-stopped",
@@ -214,16 +213,25 @@ def test_the_host_may_only_put_dumps_into_that_bucket_through_its_role() -> None
         "Statement": [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": ["ecs.aliyuncs.com"]}}],
     }
     policy = run.by_name("offsite-policy")
+    # PutObject also authorises a multipart upload's parts; the copier aborts its own failed uploads and
+    # reports the backup age (CloudMonitor has no resource-level permission for it).
     assert json.loads(policy.inputs["policyDocument"]) == {
         "Version": "1",
-        "Statement": [{"Effect": "Allow", "Action": ["oss:PutObject"], "Resource": [f"acs:oss:*:*:{bucket}/memos/*"]}],
-    }
+        "Statement": [
+            {"Effect": "Allow", "Action": ["oss:PutObject", "oss:AbortMultipartUpload"],
+             "Resource": [f"acs:oss:*:*:{bucket}/memos/*"]},
+            {"Effect": "Allow", "Action": ["cms:PutCustomMetric"], "Resource": ["*"]},
+        ],
+    }  # fmt: skip
     assert run.by_name("offsite-role-policy").inputs == {
         "roleName": "memos-prod-backup-writer",
         "policyName": "memos-prod-backup-put",
         "policyType": "Custom",
     }
-    assert run.by_name("host-instance").inputs["roleName"] == "memos-prod-backup-writer"
+    assert run.by_name("host-ram-role").inputs == {
+        "instanceId": run.by_name("host-instance").mock_id,
+        "ramRoleName": "memos-prod-backup-writer",
+    }
 
 
 def test_the_copier_reads_dumps_read_only_with_no_key_of_its_own() -> None:
@@ -232,8 +240,12 @@ def test_the_copier_reads_dumps_read_only_with_no_key_of_its_own() -> None:
     env = dict(entry.split("=", 1) for entry in copier.inputs["envs"])
     assert env == {
         "OSS_BUCKET": run.by_name("offsite-bucket").inputs["bucket"],
+        "OSS_REGION": "cn-hangzhou",
         "OSS_ENDPOINT": "oss-cn-hangzhou-internal.aliyuncs.com",
         "OSS_PREFIX": "memos/",
+        "RAM_ROLE_NAME": "memos-prod-backup-writer",
+        "CMS_GROUP_ID": run.by_name("alarms-group").mock_id,
+        "MEMOS_STACK": "prod",
         "BACKUP_DIR": "/backups",
         "STATE_DIR": "/var/lib/memos-offsite",
         "INTERVAL_SECONDS": "300",
@@ -243,16 +255,14 @@ def test_the_copier_reads_dumps_read_only_with_no_key_of_its_own() -> None:
         {"volumeName": "memos-backups", "containerPath": "/backups", "readOnly": True},
         {"volumeName": "memos-offsite", "containerPath": "/var/lib/memos-offsite"},
     ]
-    assert copier.inputs["uploads"] == [
-        {"file": "/usr/local/bin/memos-oss-upload", "content": (ROOT / "ops/oss_upload.py").read_text(),
-         "permissions": "0555"},
-    ]  # fmt: skip
+    # The script is part of the image built from ops/copier/ (tests/test_copier_image.py), not an upload.
+    assert "uploads" not in copier.inputs
+    assert copier.inputs["image"] == run.by_name("backup-offsite-image").inputs["imageName"]
     assert copier.inputs["healthcheck"]["tests"] == ["CMD", "python", "/usr/local/bin/memos-oss-upload", "--health"]
-    assert copier.inputs["memory"] == 32
-    assert run.by_name("backup-offsite-image").inputs["name"] == "python:3.13-alpine3.22"
+    assert copier.inputs["memory"] == 128
 
 
 def test_the_memory_plan_accounts_for_the_copier() -> None:
     without = run_program("prod", secrets=PROD_SECRETS).by_name("database-server").inputs["memory"]
     with_copier = run_program("prod", OSS, secrets=PROD_SECRETS).by_name("database-server").inputs["memory"]
-    assert without - with_copier == 32
+    assert without - with_copier == 128

@@ -7,16 +7,20 @@ checks decide what passes.
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 import yaml
 
+from components.ecs_host import drain_command
 from lib.cloud_init import CloudInitInputs, render
 from tests.conftest import PROD_SECRETS
-from tools.mock_engine import StackRun, run_program
+from tools.mock_engine import ZONES, StackRun, run_program, zones_answer
 
 TAGS = {"project": "memos", "stack": "prod"}
 SSH_OPTS = [
@@ -103,9 +107,45 @@ def test_no_rule_ever_opens_postgres() -> None:
             assert not low <= 5432 <= high
 
 
-def test_key_pair_holds_only_the_public_key(prod_run: StackRun) -> None:
+def fingerprint_by_ssh_keygen(tmp_path: Path, public_key: str) -> str:
+    """The key's SHA256 fingerprint as OpenSSH computes it, in hex."""
+    path = tmp_path / "key.pub"
+    path.write_text(public_key + "\n")
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(path)], capture_output=True, text=True, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    encoded = listed.stdout.split()[1].removeprefix("SHA256:")
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+
+
+def test_key_pair_holds_only_the_public_key_and_is_named_after_its_fingerprint(
+    prod_run: StackRun, tmp_path: Path
+) -> None:
     key = prod_run.config["memos:sshPublicKey"]
-    assert inputs(prod_run, "host-admin-key") == {"keyPairName": "memos-admin", "publicKey": key, "tags": TAGS}
+    name = f"memos-admin-{fingerprint_by_ssh_keygen(tmp_path, key)[:16]}"
+    assert inputs(prod_run, "host-admin-key") == {"keyPairName": name, "publicKey": key, "tags": TAGS}
+    assert inputs(prod_run, "host-instance")["keyName"] == name
+
+
+def test_a_new_ssh_key_is_a_new_key_pair_that_the_instance_switches_to(prod_run: StackRun, tmp_path: Path) -> None:
+    # ECS reads public_key only on create: the key reaches the host only through a new key pair
+    # (key_pair_name forces a new one) whose name the instance's key_name then follows.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "new")], check=True)
+    new_key = (tmp_path / "new.pub").read_text().strip()
+    run = run_program("prod", {"sshPublicKey": new_key}, secrets=PROD_SECRETS)
+    name = f"memos-admin-{fingerprint_by_ssh_keygen(tmp_path, new_key)[:16]}"
+    assert inputs(run, "host-admin-key")["keyPairName"] == name
+    assert inputs(run, "host-instance")["keyName"] == name
+    assert name != inputs(prod_run, "host-admin-key")["keyPairName"]
+    # The instance itself is updated in place (the provider attaches the key pair and reboots it):
+    # nothing else of the host changes.
+    changed = {
+        r.name
+        for r in run.resources.values()
+        if r.name in prod_run.names() and r.inputs != prod_run.by_name(r.name).inputs
+    }
+    assert changed == {"host-admin-key", "host-instance"}
 
 
 def test_data_disk_is_encrypted_outlives_the_instance_and_is_protected(prod_run: StackRun) -> None:
@@ -119,7 +159,6 @@ def test_data_disk_is_encrypted_outlives_the_instance_and_is_protected(prod_run:
         "encrypted": True,
         "deleteWithInstance": False,
         "deleteAutoSnapshot": False,
-        "enableAutoSnapshot": True,
         "tags": TAGS,
     }
     assert (disk.options["protect"], disk.options["retain_on_delete"]) == (True, True)
@@ -166,11 +205,13 @@ def test_instance_inputs(prod_run: StackRun) -> None:
         "imageId": "ubuntu_24_04_x64_20G_alibase_20250722.vhd",
         "vswitchId": prod_run.by_name("host-vswitch").mock_id,
         "securityGroups": [prod_run.by_name("host-firewall").mock_id],
-        "keyName": "memos-admin",
+        "keyName": prod_run.by_name("host-admin-key").inputs["keyPairName"],
         "systemDiskCategory": "cloud_essd_entry",
         "systemDiskSize": 40,
         "systemDiskEncrypted": True,
         "deletionProtection": True,
+        # An instance type change restarts the instance only towards this status.
+        "status": "Running",
         "securityEnhancementStrategy": "Deactive",
         "userData": expected_user_data,
         "tags": TAGS,
@@ -201,14 +242,37 @@ def test_user_data_changes_do_not_reboot_the_instance_and_replacement_frees_the_
     assert options["delete_before_replace"] is True
 
 
+def test_the_instance_is_protected_so_a_replacement_stops_before_the_drain(prod_run: StackRun) -> None:
+    # ECS deletion protection refuses only the final delete, after the drain, the disk detach and the
+    # address release; Pulumi refuses to replace a protected resource before any step.
+    assert prod_run.by_name("host-instance").options["protect"] is True
+
+
+def test_what_production_cannot_lose_is_protected_and_what_must_be_replaceable_is_not(prod_run: StackRun) -> None:
+    protected = {r.name for r in prod_run.resources.values() if r.name.startswith("host-") and r.options["protect"]}
+    # The key pair is replaced whenever the key changes, and holds nothing that cannot be recreated;
+    # network, firewall and attachments are recreated unchanged from config.
+    assert protected == {"host-instance", "host-data-disk", "host-public-ip"}
+
+
+def test_the_instance_uses_no_deprecated_field(prod_run: StackRun) -> None:
+    oss = run_program("prod", {"backupToOss": True}, secrets=PROD_SECRETS)
+    for run in (prod_run, oss):
+        assert "roleName" not in inputs(run, "host-instance")
+        assert "enableAutoSnapshot" not in inputs(run, "host-data-disk")
+        assert [w for w in run.warnings if "deprecated" in w] == []
+
+
 def test_lookups_confirm_zone_shape_and_image(prod_run: StackRun) -> None:
     assert prod_run.calls == [
+        # The settings size the host from the instance type's shape in the region.
+        ("alicloud:ecs/getInstanceTypes:getInstanceTypes", {"instanceType": "ecs.e-c1m1.large"}),
         (
             "alicloud:index/getZones:getZones",
             {
                 "availableInstanceType": "ecs.e-c1m1.large",
-                "availableDiskCategory": "cloud_essd_entry",
                 "availableResourceCreation": "Instance",
+                "enableDetails": True,
             },
         ),
         (
@@ -220,6 +284,25 @@ def test_lookups_confirm_zone_shape_and_image(prod_run: StackRun) -> None:
         ),
         ("alicloud:ecs/getImages:getImages", {"imageId": "ubuntu_24_04_x64_20G_alibase_20250722.vhd"}),
     ]
+
+
+@pytest.mark.parametrize("category", ["cloud_essd_entry", "cloud_auto", "cloud_essd", "cloud_efficiency"])
+def test_every_offered_disk_category_passes_the_zone_lookup(category: str) -> None:
+    # The zones data source refuses cloud_essd_entry and cloud_auto as a filter; the program filters
+    # the zones' own category lists instead, so each category the config allows gets through.
+    run = run_program("prod", {"diskCategory": category}, secrets=PROD_SECRETS)
+    zones_call = next(arguments for token, arguments in run.calls if token == "alicloud:index/getZones:getZones")
+    assert "availableDiskCategory" not in zones_call
+    assert inputs(run, "host-data-disk")["category"] == category
+
+
+def test_the_zones_mock_refuses_the_filter_values_the_provider_refuses() -> None:
+    for category in ("cloud_essd_entry", "cloud_auto"):
+        with pytest.raises(Exception, match=f"expected available_disk_category to be one of .*got {category}"):
+            zones_answer({"availableDiskCategory": category})
+    assert zones_answer({"availableDiskCategory": "cloud_essd"})["ids"] == list(ZONES)
+    # Without enable_details the provider fills in only the zone ids.
+    assert {z["id"]: z["availableDiskCategories"] for z in zones_answer({})["zones"]} == {zone: [] for zone in ZONES}
 
 
 def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> None:
@@ -234,9 +317,7 @@ def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> No
     assert ("ssh " + connect).startswith(f"{SSH_PREFIX} {target} -o ConnectionAttempts=60 ")
     assert "cloud-init status --wait" in connect
     assert "/data/docker" in connect
-    assert ready.inputs["delete"].startswith(f"{SSH_PREFIX} {target} ")
-    assert "docker stop -t 60" in ready.inputs["delete"]
-    assert "umount /data" in ready.inputs["delete"]
+    assert ready.inputs["delete"] == drain_command(["ssh", *SSH_OPTS, target])
     assert ready.inputs["triggers"] == [
         prod_run.by_name("host-instance").mock_id,
         prod_run.by_name("host-data-disk-attachment").mock_id,
@@ -267,13 +348,13 @@ def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
 @pytest.mark.parametrize(
     ("overrides", "key", "fragment"),
     [
+        ({"instanceType": "ecs.unknown.large"}, "memos:instanceType", "not sold in any zone of this region"),
+        ({"zoneId": "cn-hangzhou-x"}, "memos:zoneId", "zones that do: cn-hangzhou-i, cn-hangzhou-j, cn-hangzhou-k"),
         (
-            {"instanceType": "ecs.c7.large"},
-            "memos:instanceType",
-            "has 2 vCPU / 4 GiB, but the memory plan assumes 2 vCPU / 2 GiB",
+            {"zoneId": "cn-hangzhou-h"},
+            "memos:zoneId",
+            "cn-hangzhou-h does not offer ecs.e-c1m1.large with cloud_essd_entry disks; zones that do: cn-hangzhou-i",
         ),
-        ({"instanceType": "ecs.unknown.large"}, "memos:zoneId", "does not offer ecs.unknown.large"),
-        ({"zoneId": "cn-hangzhou-x"}, "memos:zoneId", "zones that do: cn-hangzhou-h, cn-hangzhou-i"),
         ({"imageId": "centos_6_x64.vhd"}, "memos:imageId", "not an image this account can use"),
         ({"imageId": ""}, "memos:imageId", "pin an image id"),
         ({"adminCidrs": ["0.0.0.0/0"]}, "memos:adminCidrs", "opens SSH to the whole internet"),
@@ -283,12 +364,19 @@ def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
         # A private key pasted by mistake (only its armour line, split so no scanner takes it for a key).
         ({"sshPublicKey": "-----BEGIN OPENSSH " + "PRIVATE KEY-----"}, "memos:sshPublicKey", "not an OpenSSH public"),
         ({"vswitchCidr": "10.0.0.0/24"}, "memos:vswitchCidr", "not inside memos:vpcCidr"),
+        ({"diskCategory": "cloud_essd_pl9"}, "memos:diskCategory", "'cloud_essd_pl9' is not one of"),
+        (
+            {"diskCategory": "cloud_auto", "zoneId": "cn-hangzhou-k"},
+            "memos:zoneId",
+            "does not offer ecs.e-c1m1.large with cloud_auto disks; zones that do: cn-hangzhou-h, cn-hangzhou-i, "
+            "cn-hangzhou-j",
+        ),
         ({"hostMemoryMb": 4096, "instanceType": "ecs.e-c1m1.large"}, "memos:instanceType", "assumes 2 vCPU / 4 GiB"),
     ],
     ids=[
-        "4 GiB shape",
         "unknown type",
         "zone not offered",
+        "zone without the disk category",
         "unknown image",
         "no image",
         "ssh open to world",
@@ -297,6 +385,8 @@ def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
         "no public key",
         "private key as public key",
         "vswitch outside vpc",
+        "unknown disk category",
+        "cloud_auto not in the zone",
         "plan for another shape",
     ],
 )

@@ -10,10 +10,11 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lib.policy_rules import RULES
+from lib.policy_rules import RULES, STACK_RULES
 from tools.mock_engine import ROOT, StackRun
 from tools.offline_check import policy_resources
 
@@ -61,7 +62,7 @@ def test_the_pack_serves_every_rule_as_a_mandatory_policy(pack_port: str, tmp_pa
         )
     result = analyze(pack_port, cases, tmp_path)
     assert result["pack"] == "memos-policies"
-    assert result["policies"] == sorted(rule.name for rule in RULES)
+    assert result["policies"] == sorted(rule.name for rule in (*RULES, *STACK_RULES))
     assert result["cases"] == {
         "prod volume": [],
         "unprotected prod volume": [["stateful-resources-protected", "MANDATORY"]],
@@ -70,4 +71,23 @@ def test_the_pack_serves_every_rule_as_a_mandatory_policy(pack_port: str, tmp_pa
         "app-server": [],
         "database-image": [],
         "app-image": [],
+    }
+
+
+def test_the_pack_refuses_a_prod_stack_whose_alarms_reach_nobody(
+    pack_port: str, tmp_path: Path, prod_run: StackRun
+) -> None:
+    def case(resources: list[Any]) -> list[dict[str, object]]:
+        return [{"type": r.type, "name": r.name, "urn": r.urn, "props": dict(r.props), "protect": r.protect}
+                for r in resources]  # fmt: skip
+
+    everything = policy_resources(prod_run)
+    silent = [r for r in everything if r.type != "alicloud:cms/alarmContact:AlarmContact"]
+    path = tmp_path / "stacks.json"
+    path.write_text(json.dumps({"prod stack": case(everything), "prod stack without contacts": case(silent)}))
+    out = subprocess.run([str(PACK_PYTHON), str(ROOT / "tests" / "policy_pack_client.py"), pack_port, str(path),
+                          "--stack"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert json.loads(out.stdout) == {
+        "prod stack": [],
+        "prod stack without contacts": [["prod-alarms-reach-someone", "MANDATORY"]],
     }

@@ -9,9 +9,15 @@ import pytest
 from lib.policy_rules import (
     CONTAINER,
     DISK,
+    ELASTIC_IP,
     FIREWALL_RULE,
     IMAGE,
+    INSTANCE,
+    RDS_ENDPOINT_ADDRESS,
+    RDS_INSTANCE,
+    RDS_PUBLIC_CONNECTION,
     RULES,
+    STACK_RULES,
     VOLUME,
     PolicyResource,
     evaluate,
@@ -50,11 +56,15 @@ WORLD = ["no-world-open-ssh-or-postgres"]
 LIMITS = ["containers-have-limits"]
 LOOPBACK = ["database-port-loopback-only"]
 ENV = ["no-secret-env-in-clear"]
+ALARMS = "prod-alarms-reach-someone"
 
 CASES: list[tuple[str, PolicyResource, list[str]]] = [
     ("protected prod volume", resource(VOLUME, {}, protect=True), []),
     ("unprotected prod volume", resource(VOLUME, {}), ["stateful-resources-protected"]),
     ("unprotected prod disk", resource(DISK, {}), ["stateful-resources-protected"]),
+    # A host alone in a prod stack also has no alarm contact: the stack rule sees that too.
+    ("unprotected prod instance", resource(INSTANCE, {}), ["stateful-resources-protected", ALARMS]),
+    ("unprotected prod address", resource(ELASTIC_IP, {}), ["stateful-resources-protected"]),
     ("unprotected dev volume", resource(VOLUME, {}, stack="dev"), []),
     ("ssh from an admin address", rule("22/22", cidr="203.0.113.7/32"), []),
     ("https from the world", rule("443/443"), []),
@@ -78,6 +88,14 @@ CASES: list[tuple[str, PolicyResource, list[str]]] = [
     ("digest-pinned image", resource(IMAGE, {"name": "hrygo/memos@sha256:" + "a" * 64}), []),
     ("latest image", resource(IMAGE, {"name": "hrygo/memos:latest"}), ["images-pinned"]),
     ("untagged image", resource(IMAGE, {"name": "caddy"}), ["images-pinned"]),
+    ("rds from the vswitch", resource(RDS_INSTANCE, {"securityIps": ["172.16.1.0/24"]}, protect=True), []),
+    ("rds from the world", resource(RDS_INSTANCE, {"securityIps": ["172.16.1.0/24", "0.0.0.0/0"]}, protect=True),
+     ["rds-private-only"]),
+    ("unprotected prod rds", resource(RDS_INSTANCE, {"securityIps": ["172.16.1.0/24"]}),
+     ["stateful-resources-protected"]),
+    ("rds public connection", resource(RDS_PUBLIC_CONNECTION, {"instanceId": "pgm-x"}), ["rds-private-only"]),
+    ("rds public endpoint address", resource(RDS_ENDPOINT_ADDRESS, {"ipType": "Public"}), ["rds-private-only"]),
+    ("rds private endpoint address", resource(RDS_ENDPOINT_ADDRESS, {"ipType": "Private"}), []),
 ]  # fmt: skip
 
 
@@ -88,7 +106,7 @@ def test_rule(case: str, res: PolicyResource, expected: list[str]) -> None:
 
 def test_every_rule_has_a_case_that_trips_it() -> None:
     tripped = {name for _, res, _ in CASES for name in rule_names([res])}
-    assert tripped == {rule.name for rule in RULES}
+    assert tripped == {rule.name for rule in (*RULES, *STACK_RULES)}
 
 
 def test_the_dev_and_prod_stacks_pass_every_rule(dev_run: StackRun, prod_run: StackRun) -> None:
@@ -97,6 +115,8 @@ def test_the_dev_and_prod_stacks_pass_every_rule(dev_run: StackRun, prod_run: St
 
 
 def test_the_prod_stack_protects_every_stateful_resource(prod_run: StackRun) -> None:
-    stateful = [r for r in policy_resources(prod_run) if r.type in (VOLUME, DISK)]
-    assert {r.name for r in stateful} >= {"volumes-database", "volumes-app", "host-data-disk"}
+    stateful = [r for r in policy_resources(prod_run) if r.type in (VOLUME, DISK, INSTANCE, ELASTIC_IP)]
+    assert {r.name for r in stateful} >= {
+        "volumes-database", "volumes-app", "host-data-disk", "host-instance", "host-public-ip"
+    }  # fmt: skip
     assert all(r.protect for r in stateful)

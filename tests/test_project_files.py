@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from lib.config_reader import ConfigValues
-from settings import SECRET_KEYS, load_settings
+from settings import RETIRED_KEYS, SECRET_KEYS, load_settings
 from tools import config_reference
-from tools.mock_engine import ROOT, stack_config
+from tools.mock_engine import ROOT, mock_instance_shape, stack_config
 
 PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 ALLOWED_FIELDS = {"type", "items", "description", "default", "secret"}
@@ -71,13 +71,20 @@ def keys_read(stack: str, overrides: dict[str, Any]) -> set[str]:
         stack=stack,
         secret=lambda _key: pulumi.Output.from_input("placeholder"),
         region=config.get("alicloud:region"),
+        instance_shape=mock_instance_shape,
     )
     return recorder.read
 
 
 def test_every_declared_key_is_read_and_every_read_key_is_declared() -> None:
-    read = keys_read("dev", {}) | keys_read("prod", {"domain": "notes.example.com", "acmeEmail": "ops@example.com"})
-    assert read - set(SECRET_KEYS) == set(PROJECT["config"])
+    read = (
+        keys_read("dev", {})
+        | keys_read("prod", {"domain": "notes.example.com", "acmeEmail": "ops@example.com"})
+        | keys_read("prod", {"database": "rds"})
+    )
+    # A retired key is read only to refuse it with what replaced it.
+    assert read - set(SECRET_KEYS) - set(RETIRED_KEYS) == set(PROJECT["config"])
+    assert not set(RETIRED_KEYS) & set(PROJECT["config"])
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -111,7 +118,9 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert lines[-1] == "exec ./scripts/test"
 
 
-@pytest.mark.parametrize("script", ["scripts/test", "scripts/dev-up", "scripts/restore", ".ci/run"])
+@pytest.mark.parametrize(
+    "script", ["scripts/test", "scripts/dev-up", "scripts/restore", "scripts/migrate-database", ".ci/run"]
+)
 def test_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

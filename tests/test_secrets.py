@@ -54,6 +54,7 @@ RUNS = {
     "prod behind the proxy": lambda: run_program(
         "prod", {"domain": "notes.example.com", "acmeEmail": "ops@example.com"}, secrets=PROD_SECRETS
     ),
+    "prod on RDS": lambda: run_program("prod", {"database": "rds"}, secrets=PROD_SECRETS),
 }
 
 
@@ -154,7 +155,7 @@ def test_rotating_the_superuser_password_never_restarts_the_database() -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"appImage": "hrygo/memos:0.25.4"}, {"aiLlmModel": "deepseek-reasoner"}, {"timezone": "UTC"}],
+    [{"appImage": "hrygo/memos:0.50.0"}, {"aiLlmModel": "deepseek-reasoner"}, {"timezone": "UTC"}],
     ids=["app image", "chat model", "time zone"],
 )
 def test_app_settings_never_touch_the_database_volumes_or_disks(overrides: dict[str, Any]) -> None:

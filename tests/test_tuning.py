@@ -16,6 +16,7 @@ from lib.tuning import (
     Host,
     Reserves,
     Workload,
+    app_share_without_database,
     hnsw_build_mib,
     hnsw_index_mib,
     plan_memory,
@@ -24,7 +25,7 @@ from lib.tuning import (
 
 PROD_HOST = Host(vcpus=2, memory_mib=2048)
 PROD_RESERVES = Reserves(os_mib=320, docker_mib=128, app_mib=512, proxy_mib=0, backup_mib=64)
-PROD_WORKLOAD = Workload(expected_embeddings=40_000, storage="vector", max_connections=30)
+PROD_WORKLOAD = Workload(expected_embeddings=40_000, max_connections=30)
 
 
 def test_prod_plan_for_the_2c2g_host() -> None:
@@ -65,31 +66,35 @@ def test_prod_plan_with_the_https_proxy() -> None:
 
 
 def test_dev_plan_with_ten_thousand_embeddings() -> None:
-    plan = plan_memory(PROD_HOST, PROD_RESERVES, Workload(10_000, "vector", 30))
+    plan = plan_memory(PROD_HOST, PROD_RESERVES, Workload(10_000, 30))
     # maintenance = max(64, ceil16(10 000 x 4820 B x 1.1 = 50.6 MiB)) = 64 MiB
     # shared = clamp(ceil16(79 x 1.25), 192, 400) = 192; shm = ceil(192 + 6 + 16 + 7.5) = 222
     # committed = 222 + 64 + 4 + 72 + 120 + 32 + 52 = 566; work_mem = floor64(458 x 1024 / 60) = 7808 kB
     assert (plan.shared_buffers_mib, plan.maintenance_work_mem_mib, plan.work_mem_kb) == (192, 64, 7808)
 
 
-def test_halfvec_halves_the_vector_part_of_the_graph() -> None:
-    # 100 000 x (1024 x 2 + 724) B x 1.1 = 290.8 MiB -> 304; as vector it would be 505.6 -> 512
-    assert hnsw_build_mib(Workload(100_000, "halfvec", 30)) == 304
-    assert hnsw_build_mib(Workload(100_000, "vector", 30)) == 512
+def test_the_build_is_sized_for_vector_1024_as_the_app_stores_it() -> None:
+    # 100 000 x (1024 x 4 + 724) B x 1.1 = 505.6 MiB -> 512 (the app's column is vector(1024), 4 B a dimension)
+    assert hnsw_build_mib(Workload(100_000, 30)) == 512
 
 
-def test_too_many_embeddings_for_the_host_names_the_key_and_halfvec() -> None:
+def test_too_many_embeddings_for_the_host_names_the_key_and_real_remedies() -> None:
     with pytest.raises(ConfigError) as raised:
-        plan_memory(PROD_HOST, PROD_RESERVES, Workload(100_000, "vector", 30))
-    assert raised.value.key == "memos:expectedEmbeddings"
-    assert "use memos:embeddingStorage halfvec" in str(raised.value)
-    # The same rows as halfvec fit.
-    plan_memory(PROD_HOST, PROD_RESERVES, Workload(60_000, "halfvec", 30))
+        plan_memory(PROD_HOST, PROD_RESERVES, Workload(100_000, 30))
+    assert str(raised.value) == (
+        "memos:expectedEmbeddings: 100000 vector(1024) rows need 512 MiB for an in-memory HNSW build "
+        "(4.8 KB each), which does not fit the 1024 MiB database container next to 30 connections; "
+        "choose a larger memos:instanceType, lower memos:expectedEmbeddings, or move the database to "
+        "ApsaraDB RDS (memos:database rds)"
+    )
+    assert "halfvec" not in str(raised.value)
+    # The same rows fit a 4 GiB host.
+    plan_memory(Host(vcpus=2, memory_mib=4096), PROD_RESERVES, Workload(100_000, 30))
 
 
 def test_too_many_connections_names_the_connections_key() -> None:
     with pytest.raises(ConfigError) as raised:
-        plan_memory(PROD_HOST, PROD_RESERVES, Workload(10_000, "vector", 120))
+        plan_memory(PROD_HOST, PROD_RESERVES, Workload(10_000, 120))
     assert raised.value.key == "memos:dbMaxConnections"
 
 
@@ -107,15 +112,14 @@ def test_settings_render_as_flags_in_a_stable_order() -> None:
     app=st.integers(min_value=128, max_value=4096),
     proxy=st.sampled_from([0, 64, 128]),
     embeddings=st.integers(min_value=0, max_value=2_000_000),
-    storage=st.sampled_from(["vector", "halfvec"]),
     connections=st.integers(min_value=10, max_value=500),
 )
 def test_any_accepted_plan_keeps_its_worst_case_inside_the_container(
-    vcpus: int, memory: int, app: int, proxy: int, embeddings: int, storage: str, connections: int
+    vcpus: int, memory: int, app: int, proxy: int, embeddings: int, connections: int
 ) -> None:
     reserves = Reserves(os_mib=320, docker_mib=128, app_mib=app, proxy_mib=proxy, backup_mib=64)
     try:
-        plan = plan_memory(Host(vcpus, memory), reserves, Workload(embeddings, storage, connections))  # type: ignore[arg-type]
+        plan = plan_memory(Host(vcpus, memory), reserves, Workload(embeddings, connections))
     except ConfigError:
         return
     assert plan.worst_case_mib() <= plan.database_limit_mib
@@ -123,5 +127,62 @@ def test_any_accepted_plan_keeps_its_worst_case_inside_the_container(
     # The cache gives way to work_mem, never the other way round.
     if plan.shared_buffers_mib > shared_buffers_floor_mib(plan.database_limit_mib):
         assert plan.work_mem_kb >= PREFERRED_WORK_MEM_KB
-    assert plan.maintenance_work_mem_mib >= hnsw_build_mib(Workload(embeddings, storage, connections))  # type: ignore[arg-type]
+    assert plan.maintenance_work_mem_mib >= hnsw_build_mib(Workload(embeddings, connections))
     assert plan.shm_size_mib >= plan.maintenance_work_mem_mib
+
+
+# The plans for the shapes `memos:instanceType` can move to, with the prod reserves (no proxy) and the
+# default workload (40 000 embeddings, 30 connections). The instance type's lookup gives the shape.
+
+
+def test_prod_plan_for_a_2c4g_host() -> None:
+    plan = plan_memory(Host(vcpus=2, memory_mib=4096), PROD_RESERVES, PROD_WORKLOAD)
+    # limit       = 4096 - 1024                                              = 3072 MiB
+    # shared      = clamp(400 (index x 1.25), 608 (20 %), 1228 (40 %))       = 608 MiB
+    # wal_buffers = min(16, 608 / 32)                                        = 16 MiB
+    # shm         = ceil(608 + 16 + 16 + 7.5)                                = 648 MiB
+    # committed   = 648 + 208 + 4 + 72 + 120 + 32 + ceil(153.6)              = 1238 MiB
+    # work_mem    = floor64((3072 - 1238) x 1024 / 60 = 31300.3)             = 31296 kB
+    assert (plan.database_limit_mib, plan.shared_buffers_mib, plan.wal_buffers_mib) == (3072, 608, 16)
+    assert (plan.shared_memory_mib, plan.maintenance_work_mem_mib, plan.work_mem_kb) == (648, 208, 31296)
+    assert (plan.autovacuum_max_workers, plan.io_workers, plan.effective_cache_size_mib) == (2, 2, 2304)
+    assert plan.worst_case_mib() <= plan.database_limit_mib
+
+
+def test_prod_plan_for_a_4c8g_host() -> None:
+    plan = plan_memory(Host(vcpus=4, memory_mib=8192), PROD_RESERVES, PROD_WORKLOAD)
+    # limit       = 8192 - 1024                                              = 7168 MiB
+    # shared      = clamp(400, 1424 (20 %: floor16(1433.6)), 2864 (40 %))    = 1424 MiB
+    # shm         = ceil(1424 + 16 + 16 + 7.5)                               = 1464 MiB
+    # autovacuum  = 3 workers on more than 2 vCPUs: 3 x (32 + 4)             = 108 MiB
+    # aux         = (6 + 4 io workers) x 4                                   = 40 MiB
+    # committed   = 1464 + 208 + 4 + 108 + 120 + 40 + ceil(358.4)            = 2303 MiB
+    # work_mem    = floor64((7168 - 2303) x 1024 / 60 = 83029.3)             = 83008 kB
+    assert (plan.database_limit_mib, plan.shared_buffers_mib, plan.shared_memory_mib) == (7168, 1424, 1464)
+    assert (plan.work_mem_kb, plan.autovacuum_max_workers, plan.io_workers) == (83008, 3, 4)
+    assert plan.effective_cache_size_mib == 5376
+    assert plan.worst_case_mib() <= plan.database_limit_mib
+
+
+@pytest.mark.parametrize(
+    ("host", "embeddings", "connections"),
+    [(Host(2, 2048), 88_600, 70), (Host(2, 4096), 389_211, 313), (Host(4, 8192), 990_431, 798)],
+    ids=["2C2G", "2C4G", "4C8G"],
+)
+def test_what_each_shape_holds_at_most(host: Host, embeddings: int, connections: int) -> None:
+    # The README's "when you outgrow the box" quotes these: the most embeddings whose HNSW build fits in
+    # memory next to 30 connections, and the most connections next to 40 000 embeddings.
+    plan_memory(host, PROD_RESERVES, Workload(embeddings, 30))
+    with pytest.raises(ConfigError):
+        plan_memory(host, PROD_RESERVES, Workload(embeddings + 1, 30))
+    plan_memory(host, PROD_RESERVES, Workload(40_000, connections))
+    with pytest.raises(ConfigError):
+        plan_memory(host, PROD_RESERVES, Workload(40_000, connections + 1))
+
+
+def test_without_a_database_container_the_app_gets_what_is_left() -> None:
+    # 2048 - (320 + 128 + 0 proxy) = 1600 MiB; no database or dump container runs with RDS
+    assert app_share_without_database(PROD_HOST, PROD_RESERVES) == 1600
+    with pytest.raises(ConfigError) as raised:
+        app_share_without_database(Host(2, 1024), Reserves(320, 128, 640, 64, 0))
+    assert str(raised.value).startswith("memos:appMemoryMb: 640 MiB does not fit a 1024 MiB host")

@@ -38,9 +38,70 @@ INSTANCE_TYPES: Mapping[str, tuple[int, float]] = {
     "ecs.e-c1m2.large": (2, 4.0),
     "ecs.c7.large": (2, 4.0),
     "ecs.t6-c1m1.large": (2, 2.0),
+    "ecs.e-c1m2.xlarge": (4, 8.0),
+    "ecs.c7.xlarge": (4, 8.0),
 }
-ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j", "cn-hangzhou-k")
+#: Zones and the disk categories each offers, as DescribeZones reports them (`AvailableDiskCategories`).
+#: The category names are real; which zone lacks which category is illustrative.
+ZONE_DISK_CATEGORIES: Mapping[str, tuple[str, ...]] = {
+    "cn-hangzhou-h": ("cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto"),
+    "cn-hangzhou-i": ("cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"),
+    "cn-hangzhou-j": ("cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"),
+    "cn-hangzhou-k": ("cloud_efficiency", "cloud_essd", "cloud_essd_entry"),
+}
+ZONES = tuple(ZONE_DISK_CATEGORIES)
+#: The account id `get_account` answers (an Alibaba Cloud UID is 16 digits).
+ACCOUNT_ID = "1234567890123456"
+#: What the provider accepts for `get_zones(available_disk_category=...)`: the Terraform data source
+#: validates the argument with StringInSlice before any API call (alicloud/data_source_alicloud_zones.go),
+#: and the bridge turns the failure into an invoke error.
+ZONE_FILTER_DISK_CATEGORIES = (
+    "all",
+    "cloud",
+    "ephemeral_ssd",
+    "cloud_essd",
+    "cloud_efficiency",
+    "cloud_ssd",
+    "local_disk",
+)
 IMAGES = ("ubuntu_24_04_x64_20G_alibase_20250722.vhd", "ubuntu_22_04_x64_20G_alibase_20250722.vhd")
+
+#: ApsaraDB RDS for PostgreSQL as its lookups describe it: major versions 14.0-18.0 (14 is the first
+#: with pgvector on RDS) in both editions, and instance classes with (vCPUs, GiB) by edition. The
+#: class names and shapes are RDS's own (pg.n2.small.1 is 1 vCPU / 2 GiB Basic, pg.n2.medium.2c
+#: 2 vCPU / 4 GiB High-availability); which zone sells which is illustrative.
+RDS_ENGINE_VERSIONS = ("14.0", "15.0", "16.0", "17.0", "18.0")
+RDS_CLASSES: Mapping[str, Mapping[str, tuple[int, int]]] = {
+    "Basic": {"pg.n2.small.1": (1, 2), "pg.n2.medium.1": (2, 4), "pg.n2.large.1": (4, 8)},
+    "HighAvailability": {"pg.n2.small.2c": (1, 2), "pg.n2.medium.2c": (2, 4), "pg.n2.large.2c": (4, 8)},
+}
+RDS_ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j")
+RDS_STORAGE_TYPES = ("cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd")
+#: Values the provider's RDS data sources accept (StringInSlice in alicloud/data_source_alicloud_db_instance_
+#: classes.go and ..._engines.go); anything else fails the invoke before any API call.
+RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "alicloud:rds/getInstanceClasses:getInstanceClasses": {
+        "engine": ("MySQL", "SQLServer", "PostgreSQL", "PPAS", "MariaDB"),
+        "category": (
+            "Basic", "HighAvailability", "AlwaysOn", "Finance", "serverless_basic", "serverless_standard",
+            "serverless_ha", "cluster",
+        ),
+        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd"),
+        "instanceChargeType": ("PostPaid", "PrePaid", "Serverless"),
+    },
+    "alicloud:rds/getInstanceEngines:getInstanceEngines": {
+        "engine": ("MySQL", "SQLServer", "PostgreSQL", "PPAS", "MariaDB"),
+        "category": ("Basic", "HighAvailability", "AlwaysOn", "Finance"),
+        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3"),
+        "instanceChargeType": ("PostPaid", "PrePaid"),
+    },
+}  # fmt: skip
+
+
+def mock_instance_shape(instance_type: str) -> tuple[int, int] | None:
+    """What the program's instance type lookup returns for the mocked table: (vCPUs, MiB)."""
+    shape = INSTANCE_TYPES.get(instance_type)
+    return None if shape is None else (shape[0], round(shape[1] * 1024))
 
 
 def _config_value(value: Any) -> str:
@@ -147,28 +208,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "command:local:Command":
             outputs["stdout"] = ""
             outputs["stderr"] = ""
+        elif typ == "alicloud:rds/instance:Instance":
+            resource_id = "pgm-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:13]
+            # The private endpoint RDS assigns (no public one is ever requested).
+            outputs["connectionString"] = f"{resource_id}.pg.rds.aliyuncs.com"
+            outputs["port"] = "5432"
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         self.calls.append((args.token, dict(args.args)))
+        if args.token == "alicloud:index/getAccount:getAccount":
+            return {"id": ACCOUNT_ID}, []
         if args.token == "alicloud:index/getZones:getZones":
-            instance_type = args.args.get("availableInstanceType")
-            zones = [z for z in ZONES if instance_type is None or instance_type in INSTANCE_TYPES]
-            return {
-                "zones": [
-                    {
-                        "id": z,
-                        "localName": z,
-                        "availableInstanceTypes": [],
-                        "availableDiskCategories": [],
-                        "availableResourceCreations": [],
-                        "multiZoneIds": [],
-                        "slbSlaveZoneIds": [],
-                    }
-                    for z in zones
-                ],
-                "ids": zones,
-            }, []
+            return zones_answer(dict(args.args)), []
         if args.token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":
             wanted = args.args.get("instanceType")
             types = [
@@ -187,7 +239,88 @@ class RecordingMocks(pulumi.runtime.Mocks):
             wanted = args.args.get("imageId")
             images = [{"id": i, "imageId": i, "name": i} for i in IMAGES if wanted in (None, i)]
             return {"images": images, "ids": [i["id"] for i in images]}, []
+        if args.token in RDS_FILTERS:
+            return rds_answer(args.token, dict(args.args)), []
         raise AssertionError(f"the program made an invoke the mocks do not know: {args.token}")
+
+
+def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The RDS engines and classes data sources, refusing the filter values the provider refuses."""
+    for key, allowed in RDS_FILTERS[token].items():
+        value = args.get(key)
+        if value is not None and value not in allowed:
+            raise Exception(f"invoking {token}: expected {key} to be one of {list(allowed)}, got {value}")
+    zone = args.get("zoneId")
+    zones = [z for z in RDS_ZONES if zone in (None, z)]
+    storage = args.get("dbInstanceStorageType")
+    sold = (
+        args.get("engine") in (None, "PostgreSQL")
+        and storage in (None, *RDS_STORAGE_TYPES)
+        and args.get("instanceChargeType") in (None, "PostPaid")
+        and bool(zones)
+    )
+    categories = [c for c in RDS_CLASSES if args.get("category") in (None, c)] if sold else []
+    zone_ids = [{"id": z, "subZoneIds": [z]} for z in zones]
+    if token.endswith("getInstanceEngines"):
+        engines = [
+            {"category": c, "engine": "PostgreSQL", "engineVersion": v, "zoneIds": zone_ids}
+            for c in categories
+            for v in RDS_ENGINE_VERSIONS
+            if args.get("engineVersion") in (None, v)
+        ]
+        return {"instanceEngines": engines, "ids": [e["engineVersion"] for e in engines]}
+    if args.get("engineVersion") not in (None, *RDS_ENGINE_VERSIONS):
+        categories = []
+    classes = [
+        {
+            "instanceClass": name,
+            # The API reports a price only with sorted_by=Price; the program does not ask for one.
+            "price": "",
+            "storageRanges": [{"min": "20", "max": "32000", "step": "5"}],
+            "zoneIds": zone_ids,
+        }
+        for c in categories
+        for name in RDS_CLASSES[c]
+        if args.get("dbInstanceClass") in (None, name)
+    ]
+    return {"instanceClasses": classes, "ids": [c["instanceClass"] for c in classes]}
+
+
+def zones_answer(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The zones data source as the provider answers it.
+
+    An `available_disk_category` outside the provider's list is refused before the call. Without
+    `enable_details` the provider fills in only each zone's id: the detail lists stay empty.
+    """
+    category = args.get("availableDiskCategory")
+    if category is not None and category not in ZONE_FILTER_DISK_CATEGORIES:
+        raise Exception(
+            f"invoking alicloud:index/getZones:getZones: expected available_disk_category to be one of "
+            f"{list(ZONE_FILTER_DISK_CATEGORIES)}, got {category}"
+        )
+    instance_type = args.get("availableInstanceType")
+    details = bool(args.get("enableDetails"))
+    zones = [
+        zone
+        for zone, categories in ZONE_DISK_CATEGORIES.items()
+        if (instance_type is None or instance_type in INSTANCE_TYPES)
+        and (category in (None, "all") or category in categories)
+    ]
+    return {
+        "zones": [
+            {
+                "id": zone,
+                "localName": zone if details else "",
+                "availableInstanceTypes": sorted(INSTANCE_TYPES) if details else [],
+                "availableDiskCategories": list(ZONE_DISK_CATEGORIES[zone]) if details else [],
+                "availableResourceCreations": ["Instance", "Disk", "VSwitch"] if details else [],
+                "multiZoneIds": [],
+                "slbSlaveZoneIds": [],
+            }
+            for zone in zones
+        ],
+        "ids": zones,
+    }
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

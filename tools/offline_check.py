@@ -19,7 +19,7 @@ from lib.config_reader import ConfigValues
 from lib.errors import ConfigError
 from lib.policy_rules import RULES, PolicyResource, evaluate
 from settings import SECRET_KEYS, StackSettings, load_settings
-from tools.mock_engine import ROOT, StackRun, run_program, stack_config
+from tools.mock_engine import ROOT, StackRun, mock_instance_shape, run_program, stack_config
 
 PLACEHOLDER = "offline-check-placeholder"
 
@@ -53,11 +53,17 @@ def settings_for(stack: str) -> StackSettings:
         stack=stack,
         secret=lambda _key: pulumi.Output.secret(PLACEHOLDER),
         region=config.get("alicloud:region"),
+        instance_shape=mock_instance_shape,
     )
 
 
 def check_memory(report: StackReport, settings: StackSettings, run: StackRun) -> None:
     plan = settings.database.plan
+    if plan is None:
+        report.lines.append(
+            f"  memory: host {settings.host.memory_mib} MiB, app {settings.app.memory_mib} MiB, database on RDS"
+        )
+        return
     reserves = plan.reserves
     report.lines.append(
         f"  memory: host {plan.host.memory_mib} MiB = OS {reserves.os_mib} + Docker {reserves.docker_mib}"

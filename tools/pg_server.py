@@ -140,7 +140,8 @@ class PostgresServer:
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="memos-pg-", dir=root))
         self.datadir = self.root / "data"
-        self.socket_dir = self.root / "run"
+        # Short, whatever `root` is: a socket path must fit a unix socket address (107 bytes).
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="mi-pgs-", dir="/tmp"))
         self.log_path = self.root / "server.log"
         self._user = _ensure_server_user()
         self._process: subprocess.Popen[bytes] | None = None
@@ -185,7 +186,6 @@ class PostgresServer:
         _make_traversable(self.root)
         self.root.chmod(0o755)
         self._own(self.root)
-        self.socket_dir.mkdir()
         self._own(self.socket_dir)
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.superuser_password + "\n")
@@ -274,6 +274,7 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,243 @@
+"""The database on ApsaraDB RDS for PostgreSQL, in the ECS host's VPC and zone, instead of a container.
+
+Creates the RDS instance (private endpoint only, whitelist limited to the host's vSwitch, SSL on, ECS-
+style deletion protection and Pulumi `protect` in prod), the app's database, a privileged account used
+only to create the `vector` and `btree_gist` extensions, a normal account that owns the app's database
+(RDS's DBOwner privilege), the backup policy, and a job that creates the extensions from the ECS host
+before the app first starts. The engine version and instance class are checked against the zone's
+offer (`get_instance_engines`, `get_instance_classes`) before anything is created.
+
+Passwords are generated (pulumi-random, alphanumeric, so they sit in a DSN unescaped) and stay
+secret Outputs; the privileged one reaches the job only on its stdin.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_alicloud as alicloud
+import pulumi_command as command
+import pulumi_docker as docker
+
+from components.passwords import generated_password
+from lib.errors import ConfigError
+from lib.rds import ADMIN_ACCOUNT, extension_job_command, extension_job_stdin, rds_dsn
+from settings import RdsSettings
+
+ENGINE = "PostgreSQL"
+CHARGE_TYPE = "PostPaid"
+#: The database's encoding, collation and ctype, in the `charset,collate,ctype` form RDS takes for PostgreSQL.
+CHARACTER_SET = "UTF8,C,en_US.utf8"
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class RdsDatabaseArgs:
+    """Inputs of RdsDatabase."""
+
+    #: Engine, class, storage, edition and backups from stack config.
+    rds: RdsSettings
+    #: Zone, VPC and vSwitch of the ECS host: the instance is created next to it.
+    zone_id: str
+    vpc_id: pulumi.Input[str]
+    vswitch_id: pulumi.Input[str]
+    #: The only addresses the instance's whitelist admits (the host's vSwitch).
+    vswitch_cidr: str
+    #: Prefix for cloud resource names.
+    name_prefix: str
+    #: Database the app uses, and its account (owner of that database).
+    database: str
+    app_account: str
+    #: Bump to generate a new password (rotation, applied in place by the provider).
+    app_password_generation: int
+    admin_password_generation: int
+    #: PostgreSQL client image the extension job runs on the host (psql).
+    client_image: str
+    #: argv prefix that runs a command on the ECS host.
+    shell_prefix: pulumi.Input[Sequence[str]]
+    #: Options that place Docker resources on the host's engine.
+    docker_options: pulumi.ResourceOptions
+    #: What the job must wait for (the host's readiness gate).
+    depends_on: Sequence[pulumi.Resource]
+    #: Deletion protection and Pulumi `protect` on the instance.
+    protect: bool
+    #: Tags for every cloud resource.
+    tags: Mapping[str, str]
+
+
+class RdsDatabase(pulumi.ComponentResource):
+    """ApsaraDB RDS for PostgreSQL with the app's database, accounts, backups and extensions."""
+
+    instance_id: pulumi.Output[str]
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
+    app_dsn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RdsDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("memos:index:RdsDatabase", name, None, opts)
+        rds = args.rds
+        check_offer(rds, args.zone_id)
+        child = pulumi.ResourceOptions(parent=self)
+
+        admin_password = generated_password(f"{name}-admin-password", args.admin_password_generation, child)
+        app_password = generated_password(f"{name}-app-password", args.app_password_generation, child)
+
+        instance = alicloud.rds.Instance(
+            f"{name}-instance",
+            instance_name=f"{args.name_prefix}-db",
+            engine=ENGINE,
+            engine_version=rds.engine_version,
+            instance_type=rds.instance_class,
+            instance_storage=rds.storage_gb,
+            db_instance_storage_type=rds.storage_type,
+            category=rds.category,
+            instance_charge_type="Postpaid",
+            zone_id=args.zone_id,
+            vpc_id=args.vpc_id,
+            vswitch_id=args.vswitch_id,
+            # Only the host's subnet; no public endpoint is ever allocated (no rds.Connection).
+            security_ips=[args.vswitch_cidr],
+            ssl_action="Open",
+            ca_type="aliyun",
+            deletion_protection=args.protect,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+        )
+        database = alicloud.rds.Database(
+            f"{name}-database",
+            instance_id=instance.id,
+            data_base_name=args.database,
+            character_set=CHARACTER_SET,
+            description="Memos",
+            opts=child,
+        )
+        admin = alicloud.rds.RdsAccount(
+            f"{name}-admin-account",
+            db_instance_id=instance.id,
+            account_name=ADMIN_ACCOUNT,
+            account_password=admin_password,
+            account_type="Super",
+            account_description="creates the extensions; never used by the app",
+            opts=child,
+        )
+        app = alicloud.rds.RdsAccount(
+            f"{name}-app-account",
+            db_instance_id=instance.id,
+            account_name=args.app_account,
+            account_password=app_password,
+            account_type="Normal",
+            account_description="the Memos app",
+            opts=child,
+        )
+        privilege = alicloud.rds.AccountPrivilege(
+            f"{name}-app-privilege",
+            instance_id=instance.id,
+            account_name=app.account_name,
+            db_names=[database.data_base_name],
+            privilege="DBOwner",
+            opts=child,
+        )
+        alicloud.rds.BackupPolicy(
+            f"{name}-backup-policy",
+            instance_id=instance.id,
+            backup_retention_period=rds.backup_retention_days,
+            preferred_backup_time=rds.backup_window,
+            preferred_backup_periods=list(WEEKDAYS),
+            opts=child,
+        )
+
+        client = docker.RemoteImage(
+            f"{name}-client-image",
+            name=args.client_image,
+            keep_locally=True,
+            opts=pulumi.ResourceOptions.merge(args.docker_options, pulumi.ResourceOptions(parent=self)),
+        )
+        port = instance.port.apply(int)
+        job = pulumi.Output.all(args.shell_prefix, instance.connection_string, port).apply(
+            lambda parts: shlex.join(
+                [
+                    *parts[0],
+                    *extension_job_command(
+                        image=args.client_image,
+                        host=parts[1],
+                        port=parts[2],
+                        database=args.database,
+                        user=ADMIN_ACCOUNT,
+                    ),
+                ]
+            )
+        )
+        self.extensions = command.local.Command(
+            f"{name}-extensions",
+            create=job,
+            stdin=pulumi.Output.secret(admin_password.apply(extension_job_stdin)),
+            # Again on a new instance or database; a rotated admin password alone changes nothing.
+            triggers=[instance.id, database.id],
+            logging=command.local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, database, admin, privilege, client],
+                additional_secret_outputs=["stdout", "stderr"],
+                ignore_changes=["stdin"],
+            ),
+        )
+
+        self.instance_id = instance.id
+        self.host = instance.connection_string
+        self.port = port
+        self.app_dsn = pulumi.Output.secret(
+            pulumi.Output.all(app_password, instance.connection_string, port).apply(
+                lambda parts: rds_dsn(
+                    user=args.app_account, password=parts[0], host=parts[1], port=parts[2], database=args.database
+                )
+            )
+        )
+        self.register_outputs(
+            {"instance_id": self.instance_id, "host": self.host, "port": self.port, "app_dsn": self.app_dsn}
+        )
+
+
+def check_offer(rds: RdsSettings, zone_id: str) -> None:
+    """Fail the preview, naming the key, when the zone does not sell this engine version or class."""
+    engines = alicloud.rds.get_instance_engines(
+        engine=ENGINE,
+        zone_id=zone_id,
+        category=rds.category,
+        db_instance_storage_type=rds.storage_type,
+        instance_charge_type=CHARGE_TYPE,
+    )
+    versions = sorted({e.engine_version for e in engines.instance_engines if e.engine == ENGINE})
+    if rds.engine_version not in versions:
+        offered = ", ".join(versions) or "none"
+        raise ConfigError(
+            "rdsEngineVersion",
+            f"PostgreSQL {rds.engine_version} is not offered as {rds.category} with {rds.storage_type} storage in "
+            f"{zone_id}; offered there: {offered}",
+        )
+    classes = alicloud.rds.get_instance_classes(
+        engine=ENGINE,
+        engine_version=rds.engine_version,
+        zone_id=zone_id,
+        category=rds.category,
+        db_instance_storage_type=rds.storage_type,
+        instance_charge_type=CHARGE_TYPE,
+    )
+    offered_classes = {c.instance_class: c for c in classes.instance_classes}
+    found = offered_classes.get(rds.instance_class)
+    if found is None:
+        raise ConfigError(
+            "rdsInstanceClass",
+            f"{rds.instance_class} is not sold for PostgreSQL {rds.engine_version} {rds.category} with "
+            f"{rds.storage_type} in {zone_id}; classes there: {', '.join(sorted(offered_classes)) or 'none'}",
+        )
+    for storage in found.storage_ranges:
+        low, high = int(storage.min), int(storage.max)
+        if not low <= rds.storage_gb <= high:
+            raise ConfigError(
+                "rdsStorageGb",
+                f"{rds.storage_gb} GiB is outside what {rds.instance_class} takes ({low}-{high} GiB); choose a size "
+                "in that range",
+            )

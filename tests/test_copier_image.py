@@ -1,0 +1,104 @@
+"""The OSS copier's image: built on the Docker host from a pinned, hash-locked recipe, never at start.
+
+What is checked here: the recipe's files (every requirement pinned to the version the test suite runs
+and carrying hashes; the install refuses anything unhashed and builds the one source-only package
+with a hash-locked backend), and the image resource the program registers (content-addressed tag,
+configurable package index). Not checked here: the build itself, which needs the base image from a
+registry (this machine has none); the same two `pip install` steps were run by hand against PyPI
+with a Python 3.11 lock of the same requirements (see README, "Off-host copies").
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from components import backup
+from components.backup import copier_tag
+from tests.conftest import PROD_SECRETS
+from tools.mock_engine import ROOT, run_program
+
+COPIER = ROOT / "ops" / "copier"
+OSS = {"backupToOss": True}
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of a `uv pip compile --generate-hashes` file, checking every entry has hashes."""
+    entries = re.split(r"\n(?=[a-z0-9])", re.sub(r"^#.*\n", "", path.read_text(), flags=re.MULTILINE))
+    found: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in entries)):
+        head = entry.split()[0]
+        name, _, version = head.partition("==")
+        assert version, f"{head} is not pinned with =="
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{name} has no hash"
+        found[name] = version
+    return found
+
+
+def test_the_image_installs_exactly_the_versions_the_tests_run() -> None:
+    locked = {p["name"]: p["version"] for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    required = pins(COPIER / "requirements.txt")
+    assert {"alibabacloud-oss-v2", "alibabacloud-credentials", "alibabacloud-cms20190101"} <= set(required)
+    assert {name: locked.get(name) for name in required} == required
+    assert pins(COPIER / "build-requirements.txt") == {"setuptools": "84.2.1"}
+
+
+def test_the_recipe_refuses_unhashed_packages_and_installs_nothing_at_start() -> None:
+    dockerfile = (COPIER / "Dockerfile").read_text()
+    installs = [line for line in dockerfile.replace("\\\n", " ").splitlines() if "pip install" in line]
+    assert len(installs) == 1
+    steps = installs[0].split("&&")
+    assert [s.split()[-1] for s in steps if "pip install" in s] == [
+        "/tmp/copier/build-requirements.txt",
+        "/tmp/copier/requirements.txt",
+    ]
+    for step in (s for s in steps if "pip install" in s):
+        assert '--index-url "$PIP_INDEX_URL"' in step
+        assert "--require-hashes" in step
+    assert "--only-binary=:all:" in steps[0]
+    assert "--no-build-isolation" in steps[1]
+    assert 'ENTRYPOINT ["python", "/usr/local/bin/memos-oss-upload"]' in dockerfile
+    assert "USER 65534:65534" in dockerfile
+
+
+def test_the_program_builds_the_copier_on_the_host_with_the_configured_index() -> None:
+    run = run_program("prod", {**OSS, "pipIndexUrl": "https://pypi.tuna.tsinghua.edu.cn/simple"}, secrets=PROD_SECRETS)
+    image = run.by_name("backup-offsite-image")
+    assert image.inputs == {
+        "imageName": copier_tag("python:3.13-slim-bookworm"),
+        "build": {
+            "context": "ops",
+            "dockerfile": "ops/copier/Dockerfile",
+            "args": {
+                "BASE_IMAGE": "python:3.13-slim-bookworm",
+                "PIP_INDEX_URL": "https://pypi.tuna.tsinghua.edu.cn/simple",
+            },
+            "platform": "linux/amd64",
+        },
+        "skipPush": True,
+        "buildOnPreview": False,
+    }
+    assert image.options["provider"] == run.by_name("backup-offsite").options["provider"]
+    assert run.by_name("backup-offsite").inputs["image"] == image.inputs["imageName"]
+
+
+def test_the_default_index_is_alibabas_mirror(prod_run: object) -> None:
+    run = run_program("prod", OSS, secrets=PROD_SECRETS)
+    args = run.by_name("backup-offsite-image").inputs["build"]["args"]
+    assert args["PIP_INDEX_URL"] == "https://mirrors.aliyun.com/pypi/simple"
+
+
+def test_a_change_to_the_recipe_or_the_base_builds_a_new_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = copier_tag("python:3.13-slim-bookworm")
+    assert re.fullmatch(r"memos-oss-copier:[0-9a-f]{16}", before)
+    assert copier_tag("python:3.13-slim-bookworm") == before
+    assert copier_tag("python:3.13.9-slim-bookworm") != before
+    copy = tmp_path / "ops"
+    shutil.copytree(ROOT / "ops", copy)
+    (copy / "oss_upload.py").write_text((copy / "oss_upload.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(backup, "COPIER_CONTEXT", copy)
+    assert copier_tag("python:3.13-slim-bookworm") != before

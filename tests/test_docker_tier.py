@@ -1,0 +1,403 @@
+"""The stack on a real Docker Engine: deploys, second runs, rotations, upgrades, backups and restarts.
+
+Each scenario runs the program on the mock engine with a stack config, and tools/realizer.py applies
+what it registered to a private dockerd the way the docker provider does (its docstring lists what
+that reproduces and from which source). The images are the stand-ins of tools/standin_images.py.
+
+What this tier cannot show: the Pulumi CLI itself (preview, refresh, the state file, the secrets
+provider), the provider plugin's own code (its behaviour is reproduced from its source), ssh to a real
+ECS host (prod's containers run on the local daemon, the ssh prefix dropped), the real Memos binary
+(the stand-in honours its external contract only), an Engine newer than Debian's 20.10, and Let's
+Encrypt (no CA is reachable: the proxy scenario says what it uses instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import ssl
+import stat
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import PROD_SECRETS
+from tests.docker_support import UPGRADE_RELEASE, Deployment, docker_env, http_get, run_in, same_setting
+from tools.docker_daemon import PrivateDockerd
+from tools.mock_engine import StackRun, run_program
+from tools.realizer import RealizeError, container_diff, render_read
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parent.parent
+AI_KEYS = {"siliconflowApiKey": "sk-sf-first-8d1c", "deepseekApiKey": "sk-ds-first-42aa"}
+
+
+@pytest.fixture
+def dev(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
+    deployment = Deployment(on_dockerd, "dev")
+    yield deployment
+    deployment.destroy()
+
+
+def ops(steps: list) -> dict[str, str]:  # type: ignore[type-arg]
+    return {s.name: s.op for s in steps}
+
+
+def container_ids(deployment: Deployment) -> dict[str, str]:
+    return {str(c.name): str(c.id) for c in deployment.client.containers.list(all=True)}
+
+
+def insert_memos(deployment: Deployment, count: int) -> None:
+    """`count` memos with random 1024-dimensional embeddings, generated in the server."""
+    deployment.sql(
+        "INSERT INTO memo (uid, creator_id, content, embedding) "  # noqa: S608 (count is an int)
+        "SELECT 'memo-' || g || '-' || md5(random()::text), 1, 'note ' || g, e.v "
+        f"FROM generate_series(1, {count}) g, "
+        "LATERAL (SELECT array_agg(random())::vector(1024) AS v FROM generate_series(1, 1024) WHERE g > 0) e"
+    )
+
+
+def test_a_fresh_dev_deploy_with_the_default_config_brings_up_a_healthy_stack(dev: Deployment) -> None:
+    steps = dev.up()
+    assert set(ops(steps).values()) == {"create"}
+    for name in ("db_container", "app_container"):
+        assert dev.container(name).attrs["State"]["Health"]["Status"] == "healthy"
+    assert dev.container("backup_container").attrs["State"]["Running"]
+    assert http_get("http://127.0.0.1:5230/healthz") == (200, b"Service ready.")
+    assert set(dev.sql("SELECT extname FROM pg_extension")) >= {"vector", "btree_gist"}
+    # The app's own first start created its schema, with the HNSW indexes, as the app's role.
+    assert dev.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'memo'") == ["memos"]
+    assert len(dev.sql("SELECT 1 FROM pg_indexes WHERE indexdef LIKE '%USING hnsw%'")) == 2
+    assert dev.sql(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+        "FROM pg_roles WHERE rolname = 'memos'"
+    ) == ["f|f|f|f|f"]
+    assert dev.sql("SELECT datname FROM pg_database WHERE datdba = 'memos'::regrole") == ["memos"]
+    for name, value in dev.outputs["db_settings"].items():
+        shown = dev.sql(f"SELECT current_setting('{name}')")[0]
+        assert same_setting(shown, value), f"{name}: SHOW gives {shown}, the plan says {value}"
+    secrets = dev.secret_values()
+    for container in dev.client.containers.list(all=True):
+        inspected = json.dumps(dev.client.api.inspect_container(str(container.id)))
+        leaked = [s for s in secrets if s in inspected]
+        assert not leaked, f"docker inspect {container.name} shows a secret"
+
+
+def test_a_second_up_reads_back_every_container_as_its_inputs_and_changes_nothing(dev: Deployment) -> None:
+    dev.up()
+    assert dev.realizer is not None
+    for applied in dev.realizer.applied.values():
+        if applied.registered.type != "docker:index/container:Container":
+            continue
+        read = render_read(dev.client.api.inspect_container(applied.real_id), applied.inputs)
+        drift = container_diff({**applied.inputs, **read}, applied.inputs, set(read))
+        assert drift == [], {k: (read.get(k), applied.inputs.get(k)) for k in drift}
+    before = container_ids(dev)
+    steps = dev.up()
+    assert set(ops(steps).values()) == {"same"}, [s for s in steps if s.op != "same"]
+    assert container_ids(dev) == before
+
+
+def with_inputs(run: StackRun, name: str, **changes: Any) -> StackRun:
+    """`run` with some inputs of one resource changed: what the program sent before its fixes."""
+    resources = dict(run.resources)
+    original = run.by_name(name)
+    resources[original.urn] = dataclasses.replace(original, inputs={**original.inputs, **changes})
+    return dataclasses.replace(run, resources=resources)
+
+
+def test_docker_refuses_uploads_into_a_read_only_container_so_such_a_stack_cannot_deploy(
+    dev: Deployment,
+) -> None:
+    run = with_inputs(run_program("dev"), "backup-server", readOnly=True)
+    assert dev.realizer is not None
+    with pytest.raises(RealizeError, match="container rootfs is marked read-only"):
+        dev.realizer.apply(run)
+
+
+@pytest.mark.parametrize(
+    "healthcheck",
+    [{"startPeriod": "120s"}, {"startInterval": "2s"}],
+    ids=["a duration not in Go's form", "start_interval on an Engine before API 1.44"],
+)
+def test_a_healthcheck_that_does_not_read_back_as_written_replaces_the_database_on_every_up(
+    dev: Deployment, healthcheck: dict[str, str]
+) -> None:
+    plain = run_program("dev")
+    changed = plain.by_name("database-server").inputs["healthcheck"] | healthcheck
+    run = with_inputs(plain, "database-server", healthcheck=changed)
+    assert dev.realizer is not None
+    dev.realizer.apply(run)
+    steps = {s.name: s for s in dev.realizer.apply(run)}
+    assert steps["database-server"].op == "replace"
+    assert steps["database-server"].changed == ("healthcheck",)
+    assert steps["database-role-job"].op == "replace"
+
+
+def test_rotating_an_ai_key_replaces_only_the_app_and_the_app_reads_the_new_key(dev: Deployment) -> None:
+    dev.up(aiEnabled=True, **AI_KEYS)
+    insert_memos(dev, 20)
+    status = dev.app_status()
+    assert status["ai"] | {"reason": ""} == {
+        "enabled": True, "embedding": True, "chat": True, "rerank": True, "intent": True, "reason": ""
+    }  # fmt: skip
+    before = container_ids(dev)
+    steps = dev.up(siliconflowApiKey="sk-sf-rotated-77e0")
+    changed = {name: op for name, op in ops(steps).items() if op != "same"}
+    assert changed == {"app-server": "replace"}
+    after = container_ids(dev)
+    assert after["memos-postgres"] == before["memos-postgres"]
+    assert after["memos-backup"] == before["memos-backup"]
+    import hashlib
+
+    assert dev.app_status()["key_sha256"]["siliconflow"] == hashlib.sha256(b"sk-sf-rotated-77e0").hexdigest()[:16]
+    assert dev.sql("SELECT count(*) FROM memo") == ["20"]
+    for container in dev.client.containers.list(all=True):
+        inspected = json.dumps(dev.client.api.inspect_container(str(container.id)))
+        assert "sk-sf-rotated-77e0" not in inspected
+        assert "sk-ds-first-42aa" not in inspected
+
+
+def test_rotating_the_database_password_refuses_the_old_one_and_keeps_the_data(dev: Deployment) -> None:
+    dev.up()
+    insert_memos(dev, 10)
+    old_dsn = str(dev.outputs["app_dsn"])
+    db_id = dev.container("db_container").id
+    steps = dev.up(dbPasswordGeneration=2)
+    new_dsn = str(dev.outputs["app_dsn"])
+    assert new_dsn != old_dsn
+    assert ops(steps)["database-role-job"] == "replace"
+    assert ops(steps)["app-server"] == "replace"
+    assert ops(steps)["database-server"] == "same"
+    assert dev.container("db_container").id == db_id
+    port = dev.outputs["db_endpoint"].rsplit(":", 1)[1]
+
+    def local(dsn: str) -> str:
+        return re.sub(r"@postgres:5432/", f"@127.0.0.1:{port}/", dsn)
+
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(local(old_dsn)).close()
+    with psycopg.connect(local(new_dsn)) as connection:
+        assert connection.execute("SELECT count(*) FROM memo").fetchone() == (10,)
+    assert dev.container("app_container").attrs["State"]["Health"]["Status"] == "healthy"
+
+
+def test_an_app_upgrade_takes_a_verified_dump_before_the_old_app_stops(dev: Deployment) -> None:
+    dev.up()
+    insert_memos(dev, 5)
+    old_app = dev.container("app_container").id
+    backup = dev.container("backup_container")
+    dumps = "ls /backups/*-pre-upgrade.dump"
+    before = set(run_in(backup, ["sh", "-c", dumps])[1].split())
+    steps = dev.up(appImage=UPGRADE_RELEASE)
+    names = [s.name for s in steps if s.op != "same"]
+    assert names.index("backup-pre-upgrade-dump") < names.index("app-server")
+    assert dev.app_status()["release"] == UPGRADE_RELEASE.rsplit(":", 1)[1]
+    assert dev.container("app_container").id != old_app
+    listing = sorted(set(run_in(backup, ["sh", "-c", dumps])[1].split()) - before)
+    assert len(listing) == 1, listing
+    code, contents = run_in(backup, ["pg_restore", "--list", listing[0]])
+    assert code == 0
+    assert "TABLE DATA public memo " in contents
+    dumped_at = run_in(backup, ["stat", "-c", "%Y", listing[0]])[1].strip()
+    app_step = next(s for s in steps if s.name == "app-server")
+    assert int(dumped_at) <= app_step.started
+
+
+def fake_pulumi(bin_dir: Path, stack: str, outputs: dict[str, object]) -> None:
+    """A stand-in for the `pulumi` CLI's `stack output NAME --stack STACK` verb, the only one
+    scripts/restore uses; it answers from this run's exports and fails for unknown outputs, as the CLI does."""
+    bin_dir.mkdir()
+    table = bin_dir / "outputs.json"
+    table.write_text(json.dumps({k: v for k, v in outputs.items() if isinstance(v, str)}))
+    script = bin_dir / "pulumi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1 $2" = "stack output" ] && [ "$4 $5" = "--stack {stack}" ] || exit 2\n'
+        f'exec python3 -c \'import json,sys; o=json.load(open("{table}")); '
+        'sys.exit(1) if sys.argv[1] not in o else print(o[sys.argv[1]])\' "$3"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_a_dump_restored_with_scripts_restore_brings_back_rows_and_the_hnsw_index(
+    dev: Deployment, tmp_path: Path, on_dockerd: PrivateDockerd
+) -> None:
+    dev.up()
+    insert_memos(dev, 30)
+    backup = dev.container("backup_container")
+    code, made = run_in(backup, ["/bin/sh", "/usr/local/bin/memos-backup", "run", "manual"])
+    assert code == 0, made
+    dump = re.search(r"(memos-\S+-manual\.dump)", made)
+    assert dump is not None
+    dev.sql("DELETE FROM memo WHERE id % 2 = 0")
+    dev.sql("DROP INDEX idx_memo_embedding")
+    assert dev.sql("SELECT count(*) FROM memo") == ["15"]
+    fake_pulumi(tmp_path / "bin", "dev", dict(dev.outputs))
+    env = docker_env(on_dockerd) | {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(ROOT / "scripts/restore"), "--stack", "dev", dump[1], "--yes"],
+        env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert dev.sql("SELECT count(*) FROM memo") == ["30"]
+    assert dev.sql("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_memo_embedding'") == [
+        "CREATE INDEX idx_memo_embedding ON public.memo USING hnsw (embedding vector_cosine_ops) "
+        "WITH (m='16', ef_construction='64')"
+    ]
+    dev.wait_healthy([str(dev.outputs["app_container"])])
+    assert http_get("http://127.0.0.1:5230/healthz")[0] == 200
+
+
+def test_after_the_daemon_restarts_every_container_is_back_healthy_with_its_data(
+    dev: Deployment, on_dockerd: PrivateDockerd
+) -> None:
+    dev.up()
+    insert_memos(dev, 7)
+    on_dockerd.restart()
+    dev.client = on_dockerd.client()
+    assert dev.realizer is not None
+    dev.realizer.client, dev.realizer.api = dev.client, dev.client.api
+    dev.wait_healthy([str(dev.outputs["db_container"]), str(dev.outputs["app_container"])])
+    assert dev.container("backup_container").attrs["State"]["Running"]
+    assert dev.sql("SELECT count(*) FROM memo") == ["7"]
+    assert http_get("http://127.0.0.1:5230/healthz")[0] == 200
+    assert set(ops(dev.up()).values()) == {"same"}
+
+
+def test_stopping_the_backup_container_ends_its_schedule_at_once_instead_of_being_killed(dev: Deployment) -> None:
+    dev.up()
+    backup = dev.container("backup_container")
+    started = time.monotonic()
+    backup.stop(timeout=30)
+    took = time.monotonic() - started
+    backup.reload()
+    assert backup.attrs["State"]["ExitCode"] == 0
+    assert took < 10, f"docker stop took {took:.1f} s"
+
+
+@pytest.fixture
+def prod_with_domain(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
+    deployment = Deployment(
+        on_dockerd, "prod", overrides={"domain": "memos.example.test", "acmeEmail": "ops@example.test"},
+        secrets=dict(PROD_SECRETS),
+    )  # fmt: skip
+    yield deployment
+    deployment.destroy()
+
+
+def test_prods_database_builds_the_hnsw_index_of_its_expected_embeddings_inside_its_memory_limit(
+    prod_with_domain: Deployment,
+) -> None:
+    """The build runs in the database container under its real cgroup v1 limit. The page cache counts
+    against that limit too and is reclaimed at it, so the peak that matters is resident plus shared
+    memory (shared_buffers, the parallel build's /dev/shm), sampled from memory.stat during the build."""
+    prod = prod_with_domain
+    prod.up()
+    assert prod.run is not None
+    rows = int(prod.run.config["memos:expectedEmbeddings"])
+    db = prod.container("db_container")
+    limit_mib = db.attrs["HostConfig"]["Memory"] // (1024 * 1024)
+    assert limit_mib == prod.run.by_name("database-server").inputs["memory"]
+    cgroup = Path(f"/sys/fs/cgroup/memory/docker/{db.id}")
+    prod.sql("DROP INDEX idx_memo_embedding")
+    insert_memos(prod, rows)
+    peak = {"bytes": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+            peak["bytes"] = max(peak["bytes"], int(stat["total_rss"]) + int(stat["total_shmem"]))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        prod.sql(
+            "CREATE INDEX idx_memo_embedding ON memo USING hnsw (embedding vector_cosine_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
+    finally:
+        done.set()
+        sampler.join()
+    took = time.monotonic() - started
+    db.reload()
+    assert not db.attrs["State"]["OOMKilled"]
+    assert db.attrs["RestartCount"] == 0
+    oom = dict(line.split() for line in (cgroup / "memory.oom_control").read_text().splitlines())
+    assert oom.get("oom_kill", "0") == "0"
+    logs = db.logs().decode(errors="replace")
+    assert "no longer fits into maintenance_work_mem" not in logs
+    assert "out of memory" not in logs.lower()
+    peak_mib = peak["bytes"] // (1024 * 1024)
+    print(f"HNSW build over {rows} rows: {took:.1f} s, peak rss+shmem {peak_mib} MiB of a {limit_mib} MiB limit")
+    assert 0 < peak_mib < limit_mib
+    assert prod.sql("SELECT count(*) FROM memo") == [str(rows)]
+
+
+def test_prods_proxy_is_healthy_and_forwards_the_domain_to_the_app(prod_with_domain: Deployment) -> None:
+    """Let's Encrypt cannot be reached here, so Caddy gets its internal CA (`local_certs`) added to the
+    Caddyfile the program uploads; the test then trusts that CA. It cannot show ACME issuance, the
+    HTTP-01 challenge or renewal, only the proxy's routing, TLS termination and health gating."""
+    prod = prod_with_domain
+    prod.up()
+    assert prod.realizer is not None and prod.run is not None
+    proxy = prod.client.containers.get(str(prod.run.by_name("proxy-server").inputs["name"]))
+    assert proxy.attrs["State"]["Health"]["Status"] == "healthy"
+    # Swap in the internal CA and reload Caddy through its own command (admin API on loopback).
+    caddyfile = run_in(proxy, ["cat", "/etc/caddy/Caddyfile"])[1]
+    local = caddyfile.replace("{\n", "{\n\tlocal_certs\n", 1)
+    code, reloaded = run_in(proxy, ["sh", "-c", f"cat > /tmp/Caddyfile <<'EOF'\n{local}EOF\n"
+                                             "caddy reload --config /tmp/Caddyfile --adapter caddyfile"])  # fmt: skip
+    assert code == 0, reloaded
+    root = None
+    for _ in range(30):
+        code, found = run_in(proxy, ["cat", "/data/caddy/pki/authorities/local/root.crt"])
+        if code == 0:
+            root = found
+            break
+        time.sleep(1)
+    assert root, "Caddy's internal CA did not appear"
+    context = ssl.create_default_context(cadata=root)
+    handler = urllib.request.HTTPSHandler(context=context)
+    opener = urllib.request.build_opener(handler)
+    request = urllib.request.Request("https://memos.example.test/healthz")
+    # Resolve the domain to this machine's loopback, where the proxy publishes 443.
+    import socket
+
+    original = socket.getaddrinfo
+
+    def loopback(host: str, *args: object, **kwargs: object) -> object:
+        return original("127.0.0.1" if host == "memos.example.test" else host, *args, **kwargs)  # type: ignore[arg-type]
+
+    socket.getaddrinfo = loopback  # type: ignore[assignment]
+    try:
+        body = b""
+        for _ in range(20):
+            try:
+                with opener.open(request, timeout=5) as response:
+                    body = response.read()
+                    break
+            except (OSError, ssl.SSLError):
+                time.sleep(1)
+    finally:
+        socket.getaddrinfo = original
+    assert body == b"Service ready."
+    redirect = subprocess.run(
+        ["python3", "-c", "import http.client as h; c=h.HTTPConnection('127.0.0.1', 80, timeout=5); "
+         "c.request('GET', '/', headers={'Host': 'memos.example.test'}); r=c.getresponse(); "
+         "print(r.status, r.getheader('Location'))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert redirect.stdout.split() == ["308", "https://memos.example.test/"]

