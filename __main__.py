@@ -78,14 +78,17 @@ def main(s: StackSettings) -> None:
     others = [alarms] if alarms else []
 
     network = AppNetwork("network", AppNetworkArgs(name=f"{prefix}-net", labels=labels), opts=on_docker)
-    volume_names = {"database": f"{prefix}-pgdata", "app": f"{prefix}-appdata", "backups": f"{prefix}-backups"}
+    volume_names = {"app": f"{prefix}-appdata"}
+    # On RDS the container database's volumes stay declared (protected, retained) only while the stack
+    # says keep (memos:containerDatabaseVolumes); a new RDS stack, or one past `remove`, has none.
+    if db.rds is None or db.rds.keep_container_volumes:
+        volume_names |= {"database": f"{prefix}-pgdata", "backups": f"{prefix}-backups"}
     if s.proxy:
         volume_names["proxy"] = f"{prefix}-caddy"
     if bucket:
         volume_names["offsite"] = f"{prefix}-offsite"
     volumes = DataVolumes("volumes", DataVolumesArgs(names=volume_names, protect=s.protect_data, labels=labels),
                           opts=on_docker)  # fmt: skip
-    # With RDS the container database's volumes stay (protected, retained) until the operator removes them.
     if db.plan is None:
         managed = rds_database(s, host, target, tags)
         pulumi.export("rds_endpoint", pulumi.Output.concat(managed.host, ":", managed.port.apply(str)))

@@ -83,6 +83,9 @@ class RdsSettings:
     backup_retention_days: int
     #: Daily backup window in UTC, as RDS writes it: "HH:00Z-HH:00Z".
     backup_window: str
+    #: memos:containerDatabaseVolumes keep: the container database's volumes stay declared (protected,
+    #: retained in prod) for a stack that ran on the container database; remove: they are not declared.
+    keep_container_volumes: bool
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,30 @@ _RDS_ENGINE_VERSION = re.compile(r"^(?P<major>\d+)\.0$")
 RDS_MIN_MAJOR = 14
 
 
-def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind) -> RdsSettings:
+def _keep_container_volumes(values: ConfigValues, kind: DatabaseKind, name_prefix: str) -> bool:
+    """memos:containerDatabaseVolumes: whether an RDS stack still declares the container database's volumes."""
+    key = "containerDatabaseVolumes"
+    choice = values.string(key)
+    if kind == "container":
+        if choice:
+            raise ConfigError(
+                key,
+                f"{choice!r} applies only with memos:database rds (the container database always keeps its volumes); "
+                f"run: pulumi config rm memos:{key}",
+            )
+        return True
+    if not choice:
+        raise ConfigError(
+            key,
+            f"with memos:database rds, say what happens to the container database's volumes ({name_prefix}-pgdata, "
+            f"{name_prefix}-backups): keep for a stack that ran on the container database (scripts/migrate-database "
+            'sets it), remove for a new stack or once they are no longer needed (README, "Moving the database to '
+            f'RDS and back"); run: pulumi config set memos:{key} keep (or remove)',
+        )
+    return values.choice(key, ("keep", "remove")) == "keep"
+
+
+def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind, name_prefix: str) -> RdsSettings:
     """The RDS keys, parsed in every stack (they are inert unless memos:database is rds)."""
     version = values.string("rdsEngineVersion")
     match = _RDS_ENGINE_VERSION.match(version)
@@ -348,6 +374,7 @@ def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind) -> Rd
         storage_type=values.choice("rdsStorageType", ("cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd")),
         backup_retention_days=retention,
         backup_window=backup_window(backup.time_utc[0]),
+        keep_container_volumes=_keep_container_volumes(values, kind, name_prefix),
     )
 
 
@@ -492,7 +519,7 @@ def load_settings(
             "database",
             "rds runs ApsaraDB RDS next to the production ECS host, which dev does not have; use container in dev",
         )
-    rds = _rds(values, backup, kind)
+    rds = _rds(values, backup, kind, name_prefix)
     ecs = _ecs(values) if prod else None
     host = _host(values, ecs, instance_shape)
     reserves = Reserves(

@@ -259,6 +259,20 @@ CASES = [
         "memos:embeddingStorage",
         ("no longer a setting", "vector(1024)", "under-size", "pulumi config rm memos:embeddingStorage"),
     ),
+    Case(
+        "the container database's volume choice on the container database",
+        "prod",
+        {"containerDatabaseVolumes": "keep"},
+        "memos:containerDatabaseVolumes",
+        ("'keep' applies only with memos:database rds", "pulumi config rm memos:containerDatabaseVolumes"),
+    ),
+    Case(
+        "the container database's volume choice in dev",
+        "dev",
+        {"containerDatabaseVolumes": "remove"},
+        "memos:containerDatabaseVolumes",
+        ("'remove' applies only with memos:database rds", "pulumi config rm memos:containerDatabaseVolumes"),
+    ),
 ]
 
 

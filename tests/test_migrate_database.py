@@ -251,7 +251,7 @@ def urns(function: str, stack: str) -> set[str]:
 def test_the_script_targets_exactly_the_resources_each_database_consists_of() -> None:
     from tests.conftest import PROD_SECRETS
 
-    on_rds = run_program("prod", {"database": "rds"}, secrets=PROD_SECRETS)
+    on_rds = run_program("prod", {"database": "rds", "containerDatabaseVolumes": "keep"}, secrets=PROD_SECRETS)
     in_container = run_program("prod", secrets=PROD_SECRETS)
 
     # The mock monitor names a top-level component with the root stack's type; the engine does not.
@@ -266,6 +266,11 @@ def test_the_script_targets_exactly_the_resources_each_database_consists_of() ->
         for r in in_container.resources.values()
         if r.name == "database" or r.name.startswith("database-")
     }
+    # Moving back also targets the data volume the database container mounts (gone after `remove`).
+    data_volume = in_container.by_name("volumes-database")
+    assert data_volume.inputs["name"] == "memos-pgdata"
+    assert data_volume.urn in in_container.by_name("database-server").options["dependencies"]
+    assert urns("container_volume_urns", "prod") == {engine_urn(data_volume.urn)}
 
 
 # The orchestration, with stand-ins for what only the operator's machine and the host have: `pulumi`
@@ -312,6 +317,8 @@ export SOURCE TARGET SOURCE_PASSWORD_FILE TARGET_PASSWORD_FILE
 exec "$entrypoint" "$1" "$(here "$2")"
 """
 RDS_HOST = "pgm-bp1standin.pg.rds.aliyuncs.com"
+#: Calls that only read (outputs, the state, config values) and the ssh wrapper's own line.
+QUERIES = ("pulumi stack", "pulumi config get", "ssh")
 
 
 def secret(value: str) -> dict[str, str]:
@@ -364,11 +371,20 @@ def test_to_rds_creates_rds_first_then_copies_with_the_app_stopped_then_moves_th
     assert result.returncode == 0, result.stderr
     assert "verified: 2 tables, 600 rows, 4 indexes" in result.stdout
     assert snapshot(app_dsn(rds)) == {**before, "owners": [("memos",)]}
-    steps = [" ".join(c.split()[:2]) for c in calls if not c.startswith(("pulumi stack", "pulumi config get", "ssh"))]
-    assert steps == ["pulumi config", "pulumi up", "docker stop", "docker run", "pulumi up"]
+    steps = [
+        c if c.startswith("pulumi config") else " ".join(c.split()[:2]) for c in calls if not c.startswith(QUERIES)
+    ]
+    assert steps == [
+        # The container database's volumes stay in the stack before it moves to RDS.
+        "pulumi config set memos:containerDatabaseVolumes keep --stack prod",
+        "pulumi config set memos:database rds --stack prod",
+        "pulumi up",
+        "docker stop",
+        "docker run",
+        "pulumi up",
+    ]
     targeted = next(c for c in calls if c.startswith("pulumi up"))
     assert targeted.count("--target ") == 11
-    assert "pulumi config set memos:database rds --stack prod" in calls
     assert calls[-1] == "pulumi up --stack prod"
     for line in calls:  # no password on any command line
         assert APP_PASSWORD not in line
@@ -383,6 +399,42 @@ def test_a_failed_copy_starts_the_app_again_and_never_moves_it(
     result, calls = orchestrate(tmp_path, container, rendered.superuser_password, rds, "to-rds")
     assert result.returncode == 1
     assert "the copy failed; the app runs on its old database again" in result.stderr
-    assert "pulumi config set memos:database container --stack prod" in result.stderr
+    assert (
+        "Undo the config with:\n  pulumi config set memos:database container --stack prod\n"
+        "  pulumi config rm memos:containerDatabaseVolumes --stack prod"
+    ) in result.stderr
     assert any(c.startswith("docker start memos-app") for c in calls)
     assert [c for c in calls if c.startswith("pulumi up")] == [next(c for c in calls if c.startswith("pulumi up"))]
+
+
+def test_to_container_clears_the_volume_choice_and_creates_the_database_with_its_volume_first(
+    container: PostgresServer, rendered: RenderedDatabase, rds: PostgresServer, tmp_path: Path
+) -> None:
+    superuser = (container, "postgres", rendered.superuser_password)
+    assert migrate(tmp_path, superuser, (rds, "memos", APP_PASSWORD)).returncode == 0
+    with psycopg.connect(app_dsn(rds), autocommit=True) as conn:  # written on RDS after the move
+        conn.execute("INSERT INTO memo (content) SELECT 'on rds ' || g FROM generate_series(1, 7) g")
+    on_rds = snapshot(app_dsn(rds))
+    result, calls = orchestrate(tmp_path, container, rendered.superuser_password, rds, "to-container")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(container.dsn()) == on_rds
+    steps = [
+        c if c.startswith("pulumi config") else " ".join(c.split()[:2]) for c in calls if not c.startswith(QUERIES)
+    ]
+    assert steps == [
+        "pulumi config set memos:database container --stack prod",
+        # memos:containerDatabaseVolumes is refused with memos:database container.
+        "pulumi config rm memos:containerDatabaseVolumes --stack prod",
+        "pulumi up",
+        "docker stop",
+        "docker run",
+        "pulumi up",
+    ]
+    targeted = next(c for c in calls if c.startswith("pulumi up")).split()
+    targets = {targeted[i + 1] for i, word in enumerate(targeted) if word == "--target"}
+    assert targets == urns("container_urns", "prod") | urns("container_volume_urns", "prod")
+    assert len(targets) == 7
+    assert calls[-1] == "pulumi up --stack prod"
+    for line in calls:  # no password on any command line
+        assert APP_PASSWORD not in line
+        assert rendered.superuser_password not in line

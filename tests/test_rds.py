@@ -19,8 +19,12 @@ from tests.test_secrets import changed, leaves, under_secret
 from tools.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
 from tools.offline_check import policy_resources
 
-RDS = {"database": "rds"}
+#: A stack that starts on RDS: the container database's volumes are never created.
+RDS = {"database": "rds", "containerDatabaseVolumes": "remove"}
+#: A stack moved from the container database (scripts/migrate-database sets keep).
+MOVED = {**RDS, "containerDatabaseVolumes": "keep"}
 TAGS = {"project": "memos", "stack": "prod"}
+CONTAINER_DATABASE_VOLUMES = ("volumes-database", "volumes-backups")
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +32,46 @@ def rds_run() -> StackRun:
     return run_program("prod", RDS, secrets=PROD_SECRETS)
 
 
-def test_no_database_or_dump_container_runs_and_the_container_volumes_are_kept(rds_run: StackRun) -> None:
+def volumes(run: StackRun) -> dict[str, str]:
+    """Docker volume name by resource name."""
+    return {r.name: r.inputs["name"] for r in run.of_type("docker:index/volume:Volume")}
+
+
+def test_a_new_rds_stack_has_no_database_or_dump_container_and_none_of_their_volumes(rds_run: StackRun) -> None:
     containers = {r.name for r in rds_run.of_type("docker:index/container:Container")}
     assert containers == {"app-server"}
-    assert "database-image" not in rds_run.names()
-    for name in ("volumes-database", "volumes-backups"):
-        volume = rds_run.by_name(name)
-        assert (volume.options["protect"], volume.options["retain_on_delete"]) == (True, True)
+    images = {r.name for r in rds_run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert images == {"app-image", "rds-client-image"}
+    assert not {n for n in rds_run.names() if n == "database" or n.startswith(("database-", "backup"))}
+    assert volumes(rds_run) == {"volumes-app": "memos-appdata"}
+
+
+def test_keep_declares_the_container_databases_volumes_exactly_as_the_container_stack_does() -> None:
+    container = run_program("prod", secrets=PROD_SECRETS)
+    kept = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    assert volumes(container) == {
+        "volumes-app": "memos-appdata",
+        "volumes-database": "memos-pgdata",
+        "volumes-backups": "memos-backups",
+    }
+    assert volumes(kept) == volumes(container)
+    for name in CONTAINER_DATABASE_VOLUMES:
+        before, after = container.by_name(name), kept.by_name(name)
+        assert (after.urn, after.inputs) == (before.urn, before.inputs), name
+        assert (after.options["protect"], after.options["retain_on_delete"]) == (True, True), name
+    # Kept, not used: still no database or dump container.
+    assert {r.name for r in kept.of_type("docker:index/container:Container")} == {"app-server"}
+
+
+def test_remove_on_a_moved_stack_drops_exactly_the_two_volumes() -> None:
+    # What `pulumi up` would then delete; in prod `protect` refuses it until the operator unprotects the
+    # two URNs, and `retain_on_delete` leaves the data on the host (README): the mocks cannot show either.
+    kept = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    removed = run_program("prod", RDS, secrets=PROD_SECRETS)
+    assert kept.names() - removed.names() == set(CONTAINER_DATABASE_VOLUMES)
+    assert removed.names() <= kept.names()
+    for name in removed.names():
+        assert removed.by_name(name).inputs == kept.by_name(name).inputs, name
 
 
 def test_the_instance_is_private_next_to_the_host_encrypted_and_protected(rds_run: StackRun) -> None:
@@ -172,6 +209,7 @@ def test_rotating_the_app_password_restarts_only_the_app() -> None:
 
 def test_the_rds_stack_passes_every_policy_rule(rds_run: StackRun) -> None:
     assert evaluate(policy_resources(rds_run)) == []
+    assert evaluate(policy_resources(run_program("prod", MOVED, secrets=PROD_SECRETS))) == []
 
 
 def test_the_lookups_ask_for_postgresql_in_the_hosts_zone(rds_run: StackRun) -> None:
@@ -201,12 +239,15 @@ def test_the_rds_mocks_refuse_what_the_provider_refuses() -> None:
 
 def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
     container = run_program("prod", secrets=PROD_SECRETS)
-    rds = run_program("prod", RDS, secrets=PROD_SECRETS)
+    rds = run_program("prod", MOVED, secrets=PROD_SECRETS)
     gone = container.names() - rds.names()
     assert gone == {
         "database", "database-image", "database-server", "database-role-job", "database-app-password",
         "database-superuser-password", "backup", "backup-server", "backup-pre-upgrade-dump",
     } | {n for n in container.names() if n.startswith("backup-")}  # fmt: skip
+    assert {n for n in rds.names() if n.startswith("volumes-")} == {
+        n for n in container.names() if n.startswith("volumes-")
+    }
     for name in container.names() & rds.names():
         if name.startswith(("host-", "volumes-")):
             assert container.by_name(name).inputs == rds.by_name(name).inputs, name
@@ -230,11 +271,20 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
         ({"backupRetentionDays": 3}, "memos:backupRetentionDays", "RDS keeps backups for 7 to 730 days"),
         ({"backupToOss": True}, "memos:backupToOss", "there is no dump container"),
         ({"appMemoryMb": 1700}, "memos:appMemoryMb", "1700 MiB does not fit a 2048 MiB host"),
+        (
+            {"containerDatabaseVolumes": ""},
+            "memos:containerDatabaseVolumes",
+            "with memos:database rds, say what happens to the container database's volumes (memos-pgdata, "
+            "memos-backups): keep for a stack that ran on the container database (scripts/migrate-database sets it), "
+            "remove for a new stack or once they are no longer needed",
+        ),
+        ({"containerDatabaseVolumes": "drop"}, "memos:containerDatabaseVolumes", "'drop' is not one of keep, remove"),
     ],
     ids=[
         "neither container nor rds", "engine without vector", "engine not offered", "engine version format",
         "class of the other edition", "unknown edition", "zone without RDS", "retention below RDS minimum",
-        "dump copies without dumps", "app floor above the host",
+        "dump copies without dumps", "app floor above the host", "container volumes not decided",
+        "container volumes neither keep nor remove",
     ],
 )  # fmt: skip
 def test_bad_rds_config_fails_with_one_line(overrides: dict[str, Any], key: str, fragment: str) -> None:

@@ -54,7 +54,9 @@ RUNS = {
     "prod behind the proxy": lambda: run_program(
         "prod", {"domain": "notes.example.com", "acmeEmail": "ops@example.com"}, secrets=PROD_SECRETS
     ),
-    "prod on RDS": lambda: run_program("prod", {"database": "rds"}, secrets=PROD_SECRETS),
+    "prod on RDS": lambda: run_program(
+        "prod", {"database": "rds", "containerDatabaseVolumes": "keep"}, secrets=PROD_SECRETS
+    ),
 }
 
 
