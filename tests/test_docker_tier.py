@@ -286,6 +286,44 @@ def test_stopping_the_backup_container_ends_its_schedule_at_once_instead_of_bein
     assert took < 10, f"docker stop took {took:.1f} s"
 
 
+def test_dev_up_hands_pulumi_the_engine_of_the_docker_clis_current_context(
+    on_dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    """scripts/dev-up with the real docker CLI and this daemon behind a named context, as Docker
+    Desktop or Colima set one up; `pulumi` is a stand-in that records what it was run with (the CLI
+    cannot be installed here, so what `pulumi up` then does is the other scenarios' subject)."""
+    config = tmp_path / "docker-config"
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+    env |= {"DOCKER_CONFIG": str(config), "HOME": str(tmp_path / "home")}
+    created = subprocess.run(
+        ["docker", "context", "create", "desktop-like", "--docker", f"host={on_dockerd.host}"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "pulumi-calls"
+    stand_in = bin_dir / "pulumi"
+    stand_in.write_text(
+        f'#!/bin/sh\necho "$* | DOCKER_HOST=${{DOCKER_HOST:-}} DOCKER_CONTEXT=${{DOCKER_CONTEXT:-}}" >> {record}\n'
+    )
+    stand_in.chmod(0o755)
+    env |= {"DOCKER_CONTEXT": "desktop-like", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(ROOT / "scripts/dev-up"), "--yes"], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    engine = f"DOCKER_HOST={on_dockerd.host} DOCKER_CONTEXT="
+    assert record.read_text().splitlines() == [
+        f"install | {engine}",
+        f"stack select dev --create | {engine}",
+        f"up --stack dev --yes | {engine}",
+    ]
+    passphrase = tmp_path / "home/.config/memos-infra/dev.passphrase"
+    assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600
+    assert len(passphrase.read_text()) == 64
+
+
 @pytest.fixture
 def prod_with_domain(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
     deployment = Deployment(
