@@ -39,14 +39,6 @@ def standins() -> list[StandIn]:
 UPGRADE_RELEASE = "hrygo/memos:0.50.0"
 
 
-def same_setting(shown: str, rendered: str) -> bool:
-    """SHOW prints floats in their shortest form (1.0 -> 1); everything else as rendered."""
-    try:
-        return float(shown) == float(rendered)
-    except ValueError:
-        return shown == rendered
-
-
 def run_in(container: docker.models.containers.Container, argv: list[str]) -> tuple[int, str]:
     """`docker exec` of `argv` in `container`: its exit code and its output as text."""
     result = container.exec_run(argv)
@@ -69,12 +61,16 @@ class Deployment:
     overrides: dict[str, Any] = field(default_factory=lambda: {})
     secrets: dict[str, str] = field(default_factory=lambda: {})
     run: StackRun | None = None
-    realizer: Realizer | None = None
 
     def __post_init__(self) -> None:
         self.client = self.daemon.client()
         self.realizer = Realizer(self.client, docker_host=self.daemon.host)
         ensure_images(self.client, standins())
+
+    def reconnect(self) -> None:
+        """New clients after the daemon restarted; what was applied stays known."""
+        self.client = self.daemon.client()
+        self.realizer.client, self.realizer.api = self.client, self.client.api
 
     def up(self, **changes: Any) -> list[Step]:
         """`pulumi up` with the config changed by `changes` (secrets: keys ending in ApiKey)."""
@@ -85,7 +81,6 @@ class Deployment:
                 self.overrides[key] = value
         ensure_images(self.client, standins())
         self.run = run_program(self.stack, self.overrides, secrets=self.secrets)
-        assert self.realizer is not None
         return self.realizer.apply(self.run)
 
     @property
@@ -137,7 +132,6 @@ class Deployment:
         return values
 
     def destroy(self) -> None:
-        assert self.realizer is not None
         self.realizer.destroy()
 
 

@@ -44,6 +44,14 @@ def rendered_database(run: StackRun) -> RenderedDatabase:
     )
 
 
+def same_setting(shown: str, rendered: str) -> bool:
+    """SHOW prints floats in their shortest form (1.0 -> 1); everything else as rendered."""
+    try:
+        return float(shown) == float(rendered)
+    except ValueError:
+        return shown == rendered
+
+
 def start_rendered(db: RenderedDatabase) -> PostgresServer:
     """initdb, start with the rendered flags, run the init script and the role job, as on a fresh volume."""
     server = PostgresServer(db.settings, superuser_password=db.superuser_password)

@@ -86,7 +86,7 @@ def test_the_program_builds_the_copier_on_the_host_with_the_configured_index() -
     assert run.by_name("backup-offsite").inputs["image"] == image.inputs["imageName"]
 
 
-def test_the_default_index_is_alibabas_mirror(prod_run: object) -> None:
+def test_the_default_index_is_alibabas_mirror() -> None:
     run = run_program("prod", OSS, secrets=PROD_SECRETS)
     args = run.by_name("backup-offsite-image").inputs["build"]["args"]
     assert args["PIP_INDEX_URL"] == "https://mirrors.aliyun.com/pypi/simple"

@@ -14,9 +14,11 @@ Encrypt (no CA is reachable: the proxy scenario says what it uses instead).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
+import socket
 import ssl
 import stat
 import subprocess
@@ -31,10 +33,11 @@ import psycopg
 import pytest
 
 from tests.conftest import PROD_SECRETS
-from tests.docker_support import UPGRADE_RELEASE, Deployment, docker_env, http_get, run_in, same_setting
+from tests.docker_support import UPGRADE_RELEASE, Deployment, docker_env, http_get, run_in
+from tests.support import same_setting
 from tools.docker_daemon import PrivateDockerd
 from tools.mock_engine import StackRun, run_program
-from tools.realizer import RealizeError, container_diff, render_read
+from tools.realizer import RealizeError, Step, container_diff, render_read
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +51,7 @@ def dev(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
     deployment.destroy()
 
 
-def ops(steps: list) -> dict[str, str]:  # type: ignore[type-arg]
+def ops(steps: list[Step]) -> dict[str, str]:
     return {s.name: s.op for s in steps}
 
 
@@ -94,7 +97,6 @@ def test_a_fresh_dev_deploy_with_the_default_config_brings_up_a_healthy_stack(de
 
 def test_a_second_up_reads_back_every_container_as_its_inputs_and_changes_nothing(dev: Deployment) -> None:
     dev.up()
-    assert dev.realizer is not None
     for applied in dev.realizer.applied.values():
         if applied.registered.type != "docker:index/container:Container":
             continue
@@ -119,7 +121,6 @@ def test_docker_refuses_uploads_into_a_read_only_container_so_such_a_stack_canno
     dev: Deployment,
 ) -> None:
     run = with_inputs(run_program("dev"), "backup-server", readOnly=True)
-    assert dev.realizer is not None
     with pytest.raises(RealizeError, match="container rootfs is marked read-only"):
         dev.realizer.apply(run)
 
@@ -135,7 +136,6 @@ def test_a_healthcheck_that_does_not_read_back_as_written_replaces_the_database_
     plain = run_program("dev")
     changed = plain.by_name("database-server").inputs["healthcheck"] | healthcheck
     run = with_inputs(plain, "database-server", healthcheck=changed)
-    assert dev.realizer is not None
     dev.realizer.apply(run)
     steps = {s.name: s for s in dev.realizer.apply(run)}
     assert steps["database-server"].op == "replace"
@@ -157,8 +157,6 @@ def test_rotating_an_ai_key_replaces_only_the_app_and_the_app_reads_the_new_key(
     after = container_ids(dev)
     assert after["memos-postgres"] == before["memos-postgres"]
     assert after["memos-backup"] == before["memos-backup"]
-    import hashlib
-
     assert dev.app_status()["key_sha256"]["siliconflow"] == hashlib.sha256(b"sk-sf-rotated-77e0").hexdigest()[:16]
     assert dev.sql("SELECT count(*) FROM memo") == ["20"]
     for container in dev.client.containers.list(all=True):
@@ -264,9 +262,7 @@ def test_after_the_daemon_restarts_every_container_is_back_healthy_with_its_data
     dev.up()
     insert_memos(dev, 7)
     on_dockerd.restart()
-    dev.client = on_dockerd.client()
-    assert dev.realizer is not None
-    dev.realizer.client, dev.realizer.api = dev.client, dev.client.api
+    dev.reconnect()
     dev.wait_healthy([str(dev.outputs["db_container"]), str(dev.outputs["app_container"])])
     assert dev.container("backup_container").attrs["State"]["Running"]
     assert dev.sql("SELECT count(*) FROM memo") == ["7"]
@@ -391,7 +387,7 @@ def test_prods_proxy_is_healthy_and_forwards_the_domain_to_the_app(prod_with_dom
     HTTP-01 challenge or renewal, only the proxy's routing, TLS termination and health gating."""
     prod = prod_with_domain
     prod.up()
-    assert prod.realizer is not None and prod.run is not None
+    assert prod.run is not None
     proxy = prod.client.containers.get(str(prod.run.by_name("proxy-server").inputs["name"]))
     assert proxy.attrs["State"]["Health"]["Status"] == "healthy"
     # Swap in the internal CA and reload Caddy through its own command (admin API on loopback).
@@ -413,8 +409,6 @@ def test_prods_proxy_is_healthy_and_forwards_the_domain_to_the_app(prod_with_dom
     opener = urllib.request.build_opener(handler)
     request = urllib.request.Request("https://memos.example.test/healthz")
     # Resolve the domain to this machine's loopback, where the proxy publishes 443.
-    import socket
-
     original = socket.getaddrinfo
 
     def loopback(host: str, *args: object, **kwargs: object) -> object:

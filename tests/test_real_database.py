@@ -14,19 +14,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support import RenderedDatabase, local_dsn, rendered_database, start_rendered
+from tests.support import RenderedDatabase, local_dsn, rendered_database, same_setting, start_rendered
 from tools.mock_engine import run_program
 from tools.pg_server import PostgresServer
 
 pytestmark = pytest.mark.postgres
-
-
-def same_setting(shown: str, rendered_value: str) -> bool:
-    """SHOW prints floats in their shortest form (1.0 -> 1); everything else it prints as rendered."""
-    try:
-        return float(shown) == float(rendered_value)
-    except ValueError:
-        return shown == rendered_value
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])

@@ -389,17 +389,29 @@ class Realizer:
             if not changed:
                 self.steps.append(Step("same", registered.name))
                 return Applied(registered, inputs, previous.state, previous.real_id, previous.outputs)
-            self._check_protect(registered, "replace")
-            if registered.options.get("delete_before_replace"):
-                self._delete(previous)
-                result = create()
-            else:
-                result = create()
-                pending.append(previous)
-            self.steps.append(Step("replace", registered.name, tuple(changed)))
-            return result
+            return self._replace(registered, previous, create, pending, changed)
         result = create()
         self.steps.append(Step("create", registered.name))
+        return result
+
+    def _replace(
+        self,
+        registered: Registered,
+        previous: Applied,
+        create: Callable[[], Applied],
+        pending: list[Applied],
+        changed: Sequence[str],
+    ) -> Applied:
+        """Pulumi's replacement: refused when protected; the old one deleted first with
+        `delete_before_replace`, else after the run (so a fixed name collides, as it does for real)."""
+        self._check_protect(registered, "replace")
+        if registered.options.get("delete_before_replace"):
+            self._delete(previous)
+            result = create()
+        else:
+            result = create()
+            pending.append(previous)
+        self.steps.append(Step("replace", registered.name, tuple(changed)))
         return result
 
     # -- networks, volumes, images -----------------------------------------------------------------
@@ -462,15 +474,8 @@ class Realizer:
         replace_on = set(registered.options.get("replace_on_changes") or [])
         replacing = [k for k in changed if k in FORCE_NEW or k in replace_on]
         if replacing:
-            self._check_protect(registered, "replace")
-            if registered.options.get("delete_before_replace"):
-                self._delete(previous)
-                result = self._create_container(registered, inputs)
-            else:
-                result = self._create_container(registered, inputs)
-                pending.append(previous)
-            self.steps.append(Step("replace", registered.name, tuple(changed)))
-            return result
+            return self._replace(registered, previous, lambda: self._create_container(registered, inputs), pending,
+                                 changed)  # fmt: skip
         if not changed:
             self.steps.append(Step("same", registered.name))
             return Applied(registered, inputs, state, previous.real_id, previous.outputs)
