@@ -61,12 +61,28 @@ COPIER_CONTEXT = SCRIPTS
 COPIER_FILES = ("copier/Dockerfile", "copier/build-requirements.txt", "copier/requirements.txt", "oss_upload.py")
 
 
+COPIER_REPOSITORY = "memos-oss-copier"
+
+
+def prune_copier_images_script(keep: str) -> str:
+    """Shell script for the Docker host: remove every copier image but `keep`. The provider's Delete of
+    a built image does nothing, so without this each new recipe would leave its predecessor on the
+    host's disk; `docker image rm` refuses an image a container still uses, and that one is kept."""
+    return f"""set -eu
+keep={shlex.quote(keep)}
+docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {COPIER_REPOSITORY} | while read -r ref; do
+  [ "$ref" = "$keep" ] && continue
+  if docker image rm "$ref" >/dev/null 2>&1; then echo "removed $ref"; else echo "kept $ref (still in use)"; fi
+done
+"""
+
+
 def copier_tag(base_image: str) -> str:
     """`memos-oss-copier:<hash>` of the recipe, its inputs and the base image: a change builds a new tag."""
     digest = hashlib.sha256(base_image.encode())
     for name in COPIER_FILES:
         digest.update(name.encode() + b"\0" + (COPIER_CONTEXT / name).read_bytes())
-    return f"memos-oss-copier:{digest.hexdigest()[:16]}"
+    return f"{COPIER_REPOSITORY}:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -202,7 +218,7 @@ class DatabaseBackups(pulumi.ComponentResource):
                 skip_push=True,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            docker.Container(
+            copier = docker.Container(
                 f"{name}-offsite",
                 name=f"{args.container_name}-offsite",
                 image=image.image_name,
@@ -238,6 +254,18 @@ class DatabaseBackups(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, replace_on_changes=REPLACE_ON),
                 **baseline(offsite.memory_mib),
                 **unprivileged(),
+            )
+            # After the copier moved to a new image (the old container is deleted before its
+            # replacement), the images of earlier recipes go. The script comes on stdin, so the same
+            # `sh -s` runs it through the local prefix and through ssh alike.
+            command.local.Command(
+                f"{name}-offsite-image-prune",
+                create=pulumi.Output.from_input(args.shell_prefix).apply(
+                    lambda prefix: shlex.join([*prefix, "sh", "-s"])
+                ),
+                stdin=image.image_name.apply(prune_copier_images_script),
+                triggers=[image.image_name],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[copier]),
             )
 
         self.container_name = container.name

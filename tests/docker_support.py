@@ -31,12 +31,19 @@ def standins() -> list[StandIn]:
         "postgres": {dev["memos:postgresImage"], prod["memos:postgresImage"]},
         "memos": {dev["memos:appImage"], prod["memos:appImage"], UPGRADE_RELEASE},
         "caddy": {prod["memos:proxyImage"]},
+        "python": {prod["memos:backupUploaderImage"]},
     }
     return [StandIn(kind, ref) for kind, refs in references.items() for ref in sorted(refs)]
 
 
 #: The release the upgrade scenario moves to: another AI-capable release of the same image.
 UPGRADE_RELEASE = "hrygo/memos:0.50.0"
+
+
+def reachable_pip_index() -> str:
+    """The package index this machine's pip would use (prod's default, Alibaba's mirror, is not reachable
+    from here): PIP_INDEX_URL when set, else PyPI's own."""
+    return os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
 
 
 def run_in(container: docker.models.containers.Container, argv: list[str]) -> tuple[int, str]:

@@ -2,10 +2,10 @@
 
 What is checked here: the recipe's files (every requirement pinned to the version the test suite runs
 and carrying hashes; the install refuses anything unhashed and builds the one source-only package
-with a hash-locked backend), and the image resource the program registers (content-addressed tag,
-configurable package index). Not checked here: the build itself, which needs the base image from a
-registry (this machine has none); the same two `pip install` steps were run by hand against PyPI
-with a Python 3.11 lock of the same requirements (see README, "Off-host copies").
+with a hash-locked backend), the image resource the program registers (content-addressed tag,
+configurable package index), its build context (only the files the tag hashes, so nothing else in
+ops/ builds it again), and the clean-up of earlier copier images. The build itself, and the image it
+makes, are shown in the Docker tier (tests/test_docker_tier.py), on a stand-in of the base image.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from components import backup
 from components.backup import copier_tag
 from tests.conftest import PROD_SECRETS
 from tools.mock_engine import ROOT, run_program
+from tools.realizer import context_digest, context_files
 
 COPIER = ROOT / "ops" / "copier"
 OSS = {"backupToOss": True}
@@ -102,3 +103,44 @@ def test_a_change_to_the_recipe_or_the_base_builds_a_new_tag(tmp_path: Path, mon
     (copy / "oss_upload.py").write_text((copy / "oss_upload.py").read_text() + "\n# changed\n")
     monkeypatch.setattr(backup, "COPIER_CONTEXT", copy)
     assert copier_tag("python:3.13-slim-bookworm") != before
+
+
+def test_the_build_context_is_exactly_what_the_tag_hashes_and_nothing_else_in_ops() -> None:
+    dockerfile = COPIER / "Dockerfile"
+    assert {*context_files(ROOT / "ops", dockerfile), "copier/Dockerfile"} == set(backup.COPIER_FILES)
+
+
+def test_without_the_ignore_file_a_test_runs_pycache_would_rebuild_the_image_on_the_next_up(tmp_path: Path) -> None:
+    """The provider's Check hashes every context file into `contextDigest`, and any change is an Update
+    that builds again. `ops/` is also a Python package the tests import, so its __pycache__ comes and goes."""
+    ops = tmp_path / "ops"
+    shutil.copytree(ROOT / "ops", ops, ignore=shutil.ignore_patterns("__pycache__"))
+    dockerfile = ops / "copier/Dockerfile"
+    before = context_digest(ops, dockerfile)
+    (ops / "__pycache__").mkdir()
+    (ops / "__pycache__/verify.cpython-313.pyc").write_bytes(b"\0")
+    (ops / "verify.py").write_text((ops / "verify.py").read_text() + "\n# another script changes\n")
+    assert context_digest(ops, dockerfile) == before
+    (ops / "oss_upload.py").write_text((ops / "oss_upload.py").read_text() + "\n# the copier changes\n")
+    changed = context_digest(ops, dockerfile)
+    assert changed != before
+
+    (ops / "copier/Dockerfile.dockerignore").unlink()
+    unfiltered = context_digest(ops, dockerfile)
+    (ops / "__pycache__/verify.cpython-313.pyc").write_bytes(b"\1")
+    assert context_digest(ops, dockerfile) != unfiltered
+
+
+def test_old_copier_images_are_removed_on_the_host_after_the_copier_moves_to_a_new_one() -> None:
+    run = run_program("prod", OSS, secrets=PROD_SECRETS)
+    prune = run.by_name("backup-offsite-image-prune")
+    tag = copier_tag("python:3.13-slim-bookworm")
+    prefix = run.by_name("backup-pre-upgrade-dump").inputs["create"].split(" docker exec ")[0]
+    assert prefix.startswith("ssh ")
+    assert prune.inputs == {
+        "create": f"{prefix} sh -s",
+        "stdin": backup.prune_copier_images_script(tag),
+        "triggers": [tag],
+    }
+    assert run.by_name("backup-offsite").urn in prune.options["dependencies"]
+    assert f"keep={tag}\n" in prune.inputs["stdin"]

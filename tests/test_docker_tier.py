@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.request
@@ -29,15 +32,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
+import docker.models.containers
 import psycopg
 import pytest
 
+from components import backup as backup_component
+from components.backup import BACKUP_DIR
+from tests.cloud_standin import CloudStandIn
 from tests.conftest import PROD_SECRETS
-from tests.docker_support import UPGRADE_RELEASE, Deployment, docker_env, http_get, run_in
+from tests.docker_support import UPGRADE_RELEASE, Deployment, docker_env, http_get, reachable_pip_index, run_in
 from tests.support import same_setting
+from tests.test_copier_image import pins
 from tools.docker_daemon import PrivateDockerd
 from tools.mock_engine import StackRun, run_program
-from tools.realizer import RealizeError, Step, container_diff, render_read
+from tools.realizer import RealizeError, Step, buildkit_cli, container_diff, context_files, render_read
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
@@ -434,3 +444,199 @@ def test_prods_proxy_is_healthy_and_forwards_the_domain_to_the_app(prod_with_dom
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert redirect.stdout.split() == ["308", "https://memos.example.test/"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The off-site copier: its image built on the host by the program, then run for real
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.fixture
+def prod_with_copier(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
+    deployment = Deployment(
+        on_dockerd, "prod", overrides={"backupToOss": True, "pipIndexUrl": reachable_pip_index()},
+        secrets=dict(PROD_SECRETS),
+    )  # fmt: skip
+    yield deployment
+    deployment.destroy()
+
+
+def completed_dumps(backup: docker.models.containers.Container) -> dict[str, bytes]:
+    """name -> content of every completed dump in the backup container's directory."""
+    names = [n for n in run_in(backup, ["ls", BACKUP_DIR])[1].split() if re.fullmatch(r"memos-\d{8}T\d{6}Z.*\.dump", n)]
+    found: dict[str, bytes] = {}
+    for name in names:
+        archive, _ = backup.get_archive(f"{BACKUP_DIR}/{name}")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(archive))) as tar:
+            member = tar.extractfile(name)
+            assert member is not None
+            found[name] = member.read()
+    return found
+
+
+def copier_env(container: docker.models.containers.Container) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+
+
+def test_prods_copier_is_built_on_the_host_from_its_locked_recipe_and_uploads_a_real_dump_through_the_sdk(
+    prod_with_copier: Deployment,
+) -> None:
+    """The realizer builds ops/copier/ as the provider would (BuildKit, the context the ignore file lets
+    through, the program's build args) on the Python 3.13 stand-in base, with the package index set to
+    one this machine reaches. Then the built image, with no network of its own, holds exactly the locked
+    distributions, and run once on the host network it uploads the dump the backup container really took
+    to the OSS stand-in, which accepts only V4 signatures it recomputed. What this cannot show: the
+    official base image (the stand-in's docstring lists the differences), Alibaba's PyPI mirror, a build
+    over ssh on the ECS host, and real OSS."""
+    prod = prod_with_copier
+    steps = ops(prod.up())
+    assert steps["backup-offsite-image"] == "create"
+    assert prod.run is not None
+    image_name = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    log = prod.realizer.build_logs["backup-offsite-image"]
+    # Both hash-locked installs from the configured index (the step is CACHED when an earlier run built it).
+    assert log.count(f'pip install --index-url "{reachable_pip_index()}" --require-hashes') == 2
+    image = prod.client.images.get(image_name)
+    assert image.attrs["Config"]["User"] == "65534:65534"
+    assert image.attrs["Config"]["Entrypoint"] == ["python", "/usr/local/bin/memos-oss-upload"]
+
+    # Nothing is installed at start: without any network the image already has every locked package.
+    listing = "import json, sys, importlib.metadata as m; print(json.dumps([sys.version_info[:2], " \
+              "{d.metadata['Name']: d.version for d in m.distributions()}]))"  # fmt: skip
+    output = prod.client.containers.run(image_name, ["-c", listing], entrypoint="python", network_mode="none",
+                                        remove=True)  # fmt: skip
+    version, installed = json.loads(output)
+    assert version == [3, 13]
+    installed = {normal(name): v for name, v in installed.items() if normal(name) != "pip"}
+    assert installed == {normal(name): v for name, v in pins(ROOT / "ops/copier/requirements.txt").items()}
+    assert "setuptools" not in installed
+
+    # The copier of the stack runs as nobody and writes its status into its own volume.
+    copier = prod.client.containers.get(str(prod.run.by_name("backup-offsite").inputs["name"]))
+    assert copier.attrs["State"]["Running"]
+    env = copier_env(copier)
+    state = env["STATE_DIR"]
+    deadline = time.monotonic() + 120
+    code, text = 1, ""
+    while time.monotonic() < deadline:
+        code, text = run_in(copier, ["python", "-c", f"print(open('{state}/status.json').read())"])
+        if code == 0:
+            break
+        time.sleep(2)
+    assert code == 0, text
+    assert run_in(copier, ["stat", "-c", "%u", f"{state}/status.json"]) == (0, "65534\n")
+
+    # The backup container's dumps (the pre-upgrade command took one too), once completed.
+    backup = prod.container("backup_container")
+    deadline = time.monotonic() + 120
+    while not completed_dumps(backup) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert completed_dumps(backup), "the backup container took no dump"
+
+    cloud = CloudStandIn(bucket=env["OSS_BUCKET"], region=env["OSS_REGION"])
+    cloud.issue("STS.copier-in-its-image")
+    proxy = cloud.start()
+    try:
+        [volume] = [m["Name"] for m in copier.attrs["Mounts"] if m["Destination"] == BACKUP_DIR]
+        once = prod.client.containers.run(
+            image_name, ["--once"], network_mode="host", detach=True,
+            environment={**env, "HTTP_PROXY": proxy, "OSS_ENDPOINT": f"http://oss-{env['OSS_REGION']}-internal.aliyuncs.com",
+                         "CMS_ENDPOINT": f"http://metrics.{env['OSS_REGION']}.aliyuncs.com", "CMS_GROUP_ID": "4242"},
+            # A new volume for its state, as the stack's own: it takes the image directory's owner.
+            volumes={volume: {"bind": BACKUP_DIR, "mode": "ro"}, "copier-once-state": {"bind": state, "mode": "rw"}},
+        )  # fmt: skip
+        result = once.wait(timeout=120)
+        printed = once.logs().decode(errors="replace")
+        once.remove()
+    finally:
+        cloud.stop()
+    assert result["StatusCode"] == 0, printed
+    dumps = completed_dumps(backup)
+    assert {key: stored.body for key, stored in cloud.objects.items()} == {
+        f"{env['OSS_PREFIX']}{name}": body for name, body in dumps.items()
+    }
+    assert [m["MetricName"] for m in cloud.metrics] == ["memos_backup_age_hours"]
+    assert not cloud.refused
+    assert "STS.copier-in-its-image" not in printed
+
+    # A second up builds nothing and touches nothing.
+    assert set(ops(prod.up()).values()) == {"same"}
+
+
+def test_a_new_copier_recipe_builds_again_and_replaces_only_the_copier(
+    prod_with_copier: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed copier (here its script) is a new content-addressed tag: the provider's Update builds
+    it, the copier container is replaced for the new image, nothing else moves; the old image is removed
+    from the host once nothing uses it. A change elsewhere in ops/ builds nothing."""
+    prod = prod_with_copier
+    prod.up()
+    assert prod.run is not None
+    before = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "ops", project / "ops")
+    prod.realizer.project_dir = project
+    monkeypatch.setattr(backup_component, "COPIER_CONTEXT", project / "ops")
+    (project / "ops/verify.py").write_text((project / "ops/verify.py").read_text() + "\n# elsewhere in ops/\n")
+    (project / "ops/__pycache__").mkdir(exist_ok=True)
+    (project / "ops/__pycache__/written-by-a-test-run.pyc").write_bytes(b"\0")
+    assert set(ops(prod.up()).values()) == {"same"}
+
+    # An older copier image a container still uses (an operator's one-off run, say) must stay.
+    in_use = "memos-oss-copier:still-in-use"
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    prod.client.api.import_image_from_data(empty.getvalue(), repository="memos-oss-copier", tag="still-in-use")  # pyright: ignore[reportUnknownMemberType]
+    holder = prod.client.containers.create(in_use, command=["none"])
+
+    script = project / "ops/oss_upload.py"
+    script.write_text(script.read_text() + "\n# a new copier release\n")
+    steps = prod.up()
+    assert prod.run is not None
+    after = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    assert after != before
+    changed = {s.name: s.op for s in steps if s.op != "same"}
+    assert changed == {"backup-offsite-image": "update", "backup-offsite": "replace",
+                       "backup-offsite-image-prune": "replace"}  # fmt: skip
+    prod.client.images.get(after)
+    with pytest.raises(docker.errors.ImageNotFound):
+        prod.client.images.get(before)
+    prod.client.images.get(in_use)
+    [prune] = [a for a in prod.realizer.applied.values() if a.registered.name == "backup-offsite-image-prune"]
+    assert sorted(prune.outputs["stdout"].splitlines()) == [f"kept {in_use} (still in use)", f"removed {before}"]
+    holder.remove()
+
+
+def test_the_realizers_build_context_is_the_one_docker_itself_makes_from_the_ignore_file(
+    on_dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    """The realizer filters the copier's context with its own reading of the ignore file (as the provider
+    does with moby's pattern matcher); BuildKit, a second implementation of the same rules, is given the
+    unfiltered context and the same ignore file, and what it copies must be the same set of files."""
+    context = tmp_path / "ops"
+    shutil.copytree(ROOT / "ops", context)
+    (context / "__pycache__").mkdir(exist_ok=True)
+    (context / "__pycache__/written-by-a-test-run.pyc").write_bytes(b"\0")
+    probe = context / "copier/probe.Dockerfile"
+    probe.write_text("FROM scratch\nCOPY . /context/\n")
+    shutil.copyfile(ROOT / "ops/copier/Dockerfile.dockerignore", context / "copier/probe.Dockerfile.dockerignore")
+    env = {**docker_env(on_dockerd), "DOCKER_BUILDKIT": "1"}
+    build = [buildkit_cli(), "build", "-q", "-f", "copier/probe.Dockerfile", "-t", "memos-infra-test/probe", "."]
+    subprocess.run(build, cwd=context, env=env, check=True, capture_output=True)
+    client = on_dockerd.client()
+    container = client.containers.create("memos-infra-test/probe", command=["none"])
+    try:
+        archive, _ = container.get_archive("/context")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(archive))) as tar:
+            copied = {m.name.removeprefix("context/") for m in tar.getmembers() if m.isfile()}
+    finally:
+        container.remove()
+        client.images.remove("memos-infra-test/probe")
+    # BuildKit adds the Dockerfile and the ignore file to what it sends; the provider does too.
+    extras = {"copier/probe.Dockerfile", "copier/probe.Dockerfile.dockerignore"}
+    assert copied - extras == set(context_files(context, probe)) == {
+        "copier/build-requirements.txt", "copier/requirements.txt", "oss_upload.py"
+    }  # fmt: skip

