@@ -41,6 +41,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import re
 import signal
@@ -51,13 +52,25 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, NoReturn, cast
 
-import alibabacloud_oss_v2 as oss  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_cms20190101 import models as cms_models  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_cms20190101.client import Client as CmsClient  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_credentials.client import Client as CredentialClient  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_credentials.http import HttpOptions  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_credentials.provider import EcsRamRoleCredentialsProvider  # pyright: ignore[reportMissingTypeStubs]
-from alibabacloud_tea_openapi import models as openapi_models  # pyright: ignore[reportMissingTypeStubs]
+
+def _stop(signum: int, frame: FrameType | None) -> NoReturn:
+    """SIGTERM from `docker stop`. As PID 1 in its container the copier would ignore it without a handler
+    (the kernel does not deliver a default-action signal to a PID namespace's init), so the handler is
+    installed before the SDKs below take their second or so to import: a stop right after a start then
+    ends at once instead of after the 30-second grace period and a kill."""
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
+
+import alibabacloud_oss_v2 as oss  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_cms20190101 import models as cms_models  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_cms20190101.client import Client as CmsClient  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.client import Client as CredentialClient  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.http import HttpOptions  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_credentials.provider import EcsRamRoleCredentialsProvider  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
+from alibabacloud_tea_openapi import models as openapi_models  # noqa: E402  # pyright: ignore[reportMissingTypeStubs]
 
 PROGRAM: Final = "memos-oss-upload"
 
@@ -626,11 +639,6 @@ def check_health(cfg: Config, now: dt.datetime | None = None) -> int:
 # Entry point
 
 
-def _stop(signum: int, frame: FrameType | None) -> NoReturn:
-    """SIGTERM from `docker stop`: as PID 1 the default action would be ignored."""
-    raise SystemExit(0)
-
-
 def serve(cfg: Config, cloud: Cloud) -> NoReturn:
     signal.signal(signal.SIGTERM, _stop)
     log(f"copying {cfg.backup_dir}/memos-*.dump to oss://{cfg.bucket}/{cfg.prefix} every {cfg.interval} s")
@@ -657,6 +665,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     if args == ["--health"]:
         return check_health(cfg)
+    # The SDKs log their own failures through `logging` (the credentials client with a stream handler of
+    # its own, a traceback per refresh, unredacted). Each failure already reaches the output as one
+    # redacted line of ours, so no SDK record is printed.
+    logging.disable(logging.CRITICAL)
     cloud = Cloud(cfg)
     if args == ["--once"]:
         return 0 if run_pass(cfg, cloud).ok else 1

@@ -562,6 +562,19 @@ def test_prods_copier_is_built_on_the_host_from_its_locked_recipe_and_uploads_a_
     assert not cloud.refused
     assert "STS.copier-in-its-image" not in printed
 
+    # As PID 1 the copier ignores SIGTERM until it has a handler; one stop right after a start must
+    # still end at once (it used to wait out the 30 s grace period for the kill).
+    early = prod.client.containers.run(image_name, environment=env, network=copier.attrs["HostConfig"]["NetworkMode"],
+                                       detach=True)  # fmt: skip
+    time.sleep(0.2)
+    started = time.monotonic()
+    early.stop(timeout=30)
+    stopped_in = time.monotonic() - started
+    early.reload()
+    assert early.attrs["State"]["ExitCode"] == 0, early.logs().decode(errors="replace")
+    assert stopped_in < 5
+    early.remove()
+
     # A second up builds nothing and touches nothing.
     assert set(ops(prod.up()).values()) == {"same"}
 

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -432,6 +433,9 @@ def test_no_credentials_fails_the_pass_without_touching_oss(world: World) -> Non
     assert "FAILED" in result.stdout
     assert world.cloud.objects == {}
     assert world.run("--health").returncode == 1
+    # One line of ours per failure; the SDKs' own logging (tracebacks of every refresh) is not printed.
+    assert result.stderr == ""
+    assert all(re.fullmatch(r"\S+Z memos-oss-upload: FAILED .+", line) for line in result.stdout.splitlines())
 
 
 def test_health_without_any_pass_is_unhealthy(world: World) -> None:

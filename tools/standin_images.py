@@ -35,6 +35,8 @@ realizer runs that build on the private daemon as the provider would.
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import hashlib
 import io
 import re
@@ -42,6 +44,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -142,11 +145,21 @@ def image_recipe(standin: StandIn) -> str:
 
 
 def base_rootfs(rootfs: Rootfs = BOOKWORM) -> Path:
-    """The cached Debian root filesystem, made once per recipe (about a minute)."""
+    """The cached Debian root filesystem, made once per recipe (about a minute). A lock file per recipe
+    lets a second caller (the test run, while `./scripts/test` prepares it in the background) wait for
+    the first instead of making it again."""
     target = CACHE_ROOT / f"rootfs-{rootfs.recipe}"
     if (target / rootfs.marker).exists():
         return target
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (CACHE_ROOT / f"rootfs-{rootfs.recipe}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / rootfs.marker).exists():
+            return target
+        return _debootstrap(rootfs, target)
+
+
+def _debootstrap(rootfs: Rootfs, target: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE_ROOT))
     include = f"--include={','.join(rootfs.packages)}"
     try:
@@ -303,6 +316,40 @@ def ensure_image(client: docker.DockerClient, standin: StandIn) -> str:
     return str(image.id)
 
 
+def prepare_rootfs(rootfses: Iterable[Rootfs]) -> list[Path]:
+    """Make the root filesystems side by side (each debootstrap mostly waits on downloads and dpkg)."""
+    with ThreadPoolExecutor() as pool:
+        return list(pool.map(base_rootfs, dict.fromkeys(rootfses)))
+
+
 def ensure_images(client: docker.DockerClient, standins: Iterable[StandIn]) -> Mapping[str, str]:
     """Every stand-in built or reused; reference -> image id."""
-    return {s.reference: ensure_image(client, s) for s in standins}
+    wanted = list(standins)
+    missing = [s for s in wanted if not _current(client, s)]
+    prepare_rootfs(rootfs_of(s) for s in missing)
+    return {s.reference: ensure_image(client, s) for s in wanted}
+
+
+def _current(client: docker.DockerClient, standin: StandIn) -> bool:
+    """Whether `standin` or its cache tag exists with the current recipe (nothing to build)."""
+    recipe = image_recipe(standin)
+    for reference in (standin.reference, f"{CACHE_REPOSITORY}:{recipe}"):
+        try:
+            if (client.images.get(reference).labels or {}).get(RECIPE_LABEL) == recipe:
+                return True
+        except docker.errors.ImageNotFound:
+            continue
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Prepare what the Docker tier's stand-in images are built from.")
+    parser.add_argument("--rootfs", action="store_true", required=True,
+                        help="make every root filesystem (debootstrap) now, side by side")  # fmt: skip
+    parser.parse_args()
+    for path in prepare_rootfs((BOOKWORM, TRIXIE_PYTHON)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
