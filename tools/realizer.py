@@ -40,13 +40,13 @@ Reproduced:
 A built `Image` (the native resource of pulumi-docker 5.x, provider/image.go and provider.go) is
 reproduced as follows: Check adds `build.contextDigest`, a hash of the Dockerfile and of every context
 file the ignore file (`<Dockerfile>.dockerignore`, else `<context>/.dockerignore`) lets through, with its
-mode, and sets the host's platform when none is given; Diff compares those inputs, and any change is an
-update that builds again under the same name (never a replacement); Create and Update build with
-BuildKit (the provider's default builder) from the filtered context, tag `imageName`, and with
-`skipPush` return the local image id as `repoDigest`; Delete does nothing, so the image stays on the
-daemon. The build is run with a docker CLI that has BuildKit (the provider drives the same Engine API
-with its own session). Deviation: with no default bridge, a build whose `network` is unset runs its
-`RUN` steps on the host network.
+mode, and sets the host's platform (here linux/amd64) when none is given; Diff compares those
+inputs, and any change is an update that builds again under the same name (never a replacement);
+Create and Update build with BuildKit (the provider's default builder) from the filtered context, tag
+`imageName`, and with `skipPush` return the local image id as `repoDigest`; Delete does nothing, so
+the image stays on the daemon. The build is run with a docker CLI that has BuildKit (the provider
+drives the same Engine API with its own session). Deviation: with no default bridge, a build whose
+`network` is unset runs its `RUN` steps on the host network.
 
 The host layer of a prod stack (everything under `memos:index:EcsHost`: the instance, its readiness
 command, which would ssh to the ECS address) is not applied: the private daemon stands in for the host.
@@ -591,6 +591,8 @@ class Realizer:
             raise RealizeError(f"{registered.name}: pushing to a registry is not reproduced (no registry here)")
         context, dockerfile = self.project_dir / build["context"], self.project_dir / build["dockerfile"]
         relative = os.path.relpath(dockerfile, context)
+        if relative.startswith(".."):
+            raise RealizeError(f"{registered.name}: a Dockerfile outside its context is not reproduced")
         with tempfile.TemporaryDirectory(prefix="build-") as work:
             for file in [*context_files(context, dockerfile), relative]:
                 (Path(work) / file).parent.mkdir(parents=True, exist_ok=True)
