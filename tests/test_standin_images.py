@@ -18,8 +18,6 @@ from tools.standin_images import BOOKWORM, TRIXIE_PYTHON, Rootfs, StandIn, apt_m
 def test_the_copiers_base_is_trixies_python_and_everything_else_bookworm() -> None:
     assert rootfs_of(StandIn("python", "python:3.13-slim-bookworm")) == TRIXIE_PYTHON
     assert {rootfs_of(StandIn(kind, "x:1")) for kind in ("postgres", "memos", "caddy")} == {BOOKWORM}
-    assert TRIXIE_PYTHON.suite == "trixie"
-    assert "python3-pip" in TRIXIE_PYTHON.packages
 
 
 def test_a_changed_host_ca_bundle_rebuilds_the_python_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

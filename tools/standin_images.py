@@ -51,6 +51,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.models.images
 
 from tools.docker_daemon import CACHE_ROOT
 
@@ -283,19 +284,10 @@ def ensure_image(client: docker.DockerClient, standin: StandIn) -> str:
     """
     recipe = image_recipe(standin)
     repository, tag = standin.reference.rsplit(":", 1)
-    try:
-        existing = client.images.get(standin.reference)
-    except docker.errors.ImageNotFound:
-        existing = None
-    if existing is not None and (existing.labels or {}).get(RECIPE_LABEL) == recipe:
-        return str(existing.id)
-    try:
-        cached = client.images.get(f"{CACHE_REPOSITORY}:{recipe}")
-    except docker.errors.ImageNotFound:
-        cached = None
-    if cached is not None:
-        cached.tag(repository, tag)
-        return str(cached.id)
+    built = _built(client, standin)
+    if built is not None:
+        built.tag(repository, tag)  # a no-op when the reference already names it
+        return str(built.id)
     base = base_rootfs(rootfs_of(standin))
     with tempfile.TemporaryDirectory(prefix="image-", dir=CACHE_ROOT) as work:
         root = Path(work) / "root"
@@ -325,21 +317,22 @@ def prepare_rootfs(rootfses: Iterable[Rootfs]) -> list[Path]:
 def ensure_images(client: docker.DockerClient, standins: Iterable[StandIn]) -> Mapping[str, str]:
     """Every stand-in built or reused; reference -> image id."""
     wanted = list(standins)
-    missing = [s for s in wanted if not _current(client, s)]
+    missing = [s for s in wanted if _built(client, s) is None]
     prepare_rootfs(rootfs_of(s) for s in missing)
     return {s.reference: ensure_image(client, s) for s in wanted}
 
 
-def _current(client: docker.DockerClient, standin: StandIn) -> bool:
-    """Whether `standin` or its cache tag exists with the current recipe (nothing to build)."""
+def _built(client: docker.DockerClient, standin: StandIn) -> docker.models.images.Image | None:
+    """The image of `standin`'s current recipe, under its reference or its cache tag, if there is one."""
     recipe = image_recipe(standin)
     for reference in (standin.reference, f"{CACHE_REPOSITORY}:{recipe}"):
         try:
-            if (client.images.get(reference).labels or {}).get(RECIPE_LABEL) == recipe:
-                return True
+            image = client.images.get(reference)
         except docker.errors.ImageNotFound:
             continue
-    return False
+        if (image.labels or {}).get(RECIPE_LABEL) == recipe:
+            return image
+    return None
 
 
 def main() -> None:
