@@ -120,7 +120,7 @@ class ProxySettings:
 
 
 #: Memory of the sidecar that copies dumps to OSS: Alibaba's OSS, credentials and CloudMonitor SDKs
-#: take about 70 MiB once imported (measured, tests/test_oss_upload.py); a dump adds one part at most.
+#: take about 70 MiB once imported (measured, tests/ops/test_oss_upload.py); a dump adds one part at most.
 OFFSITE_MEMORY_MIB = 128
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tools.mock_engine import run_program
+from harness.mock_engine import run_program
 
 #: The prod stack needs both AI keys to render; their values never reach the database.
 PROD_SECRETS = {"siliconflowApiKey": "bench-placeholder", "deepseekApiKey": "bench-placeholder"}

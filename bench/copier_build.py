@@ -2,7 +2,7 @@
 
 The copier's image is built on the Docker host during `pulumi up`, beside whatever already runs there.
 This runs the Dockerfile's two `pip install` steps, word for word and from the same locked files, in a
-container from the Python 3.13 stand-in base (tools/standin_images.py) on a private dockerd, and samples
+container from the Python 3.13 stand-in base (harness/standin_images.py) on a private dockerd, and samples
 the container's cgroup v1 `memory.stat` (resident plus shared memory; the page cache is left out, as it
 is reclaimed under pressure) every 0.05 s.
 
@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.docker_support import reachable_pip_index
-from tools.docker_daemon import start_private_dockerd
-from tools.standin_images import StandIn, ensure_image
+from harness.deployment import reachable_pip_index
+from harness.docker_daemon import start_private_dockerd
+from harness.standin_images import StandIn, ensure_image
 
 COPIER = Path(__file__).resolve().parent.parent / "ops" / "copier"
 BASE = "python:3.13-slim-bookworm"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.pg_server import MemoryCgroup
+from harness.pg_server import MemoryCgroup
 
 MIB = 1024 * 1024
 

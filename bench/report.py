@@ -399,9 +399,9 @@ NOTES = """\
 ## Method
 
 - **One cluster per configuration**, created with `initdb` like the `pgvector/pgvector` image does and
-  started by `tools/pg_server.py` inside a cgroup v1 memory group with a {limit} MiB limit and no swap,
+  started by `harness/pg_server.py` inside a cgroup v1 memory group with a {limit} MiB limit and no swap,
   the same limit for all four (the prod database container's `memory`). `ours` is the exact `-c` list
-  the Pulumi program renders for the prod stack (`tools/mock_engine.run_program("prod")`).
+  the Pulumi program renders for the prod stack (`harness/mock_engine.run_program("prod")`).
 - **Load**: `COPY ... (FORMAT binary)` of the rows into
   `memo_embedding(id bigserial primary key, memo_id int, embedding vector(1024), updated_ts timestamptz)`;
   the time covers the COPY only. `VACUUM (ANALYZE)` and a `CHECKPOINT` follow, untimed.

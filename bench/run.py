@@ -26,8 +26,8 @@ from bench import report, workload
 from bench.configs import ALL, BenchConfig, configurations, prod_deployment
 from bench.data import make_dataset
 from bench.monitor import CpuMeter, KernelLog, LogWatcher, MemorySampler
+from harness.pg_server import CGROUP_ROOT, MemoryCgroup, PostgresServer
 from lib.database_sql import INIT_SQL
-from tools.pg_server import CGROUP_ROOT, MemoryCgroup, PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_ROWS = 30_000

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from bench.data import Dataset, copy_binary, recall_at_k, vector_literal
 from bench.monitor import spilled_at
-from tools.pg_server import PostgresServer
+from harness.pg_server import PostgresServer
 
 INDEX: Final = "memo_embedding_embedding_idx"
 CREATE_TABLE = (

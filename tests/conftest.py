@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tools.docker_daemon import (  # noqa: E402
+from harness.docker_daemon import (  # noqa: E402
     DaemonUnavailableError,
     PrivateDockerd,
     start_private_dockerd,
     unavailable_reason,
 )
-from tools.mock_engine import StackRun, run_program  # noqa: E402
+from harness.mock_engine import StackRun, run_program  # noqa: E402
 
 #: Stand-ins for real API keys: unique strings the leak tests search for everywhere.
 SECRET_MARKERS = {

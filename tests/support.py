@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import random
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tools.mock_engine import StackRun
-from tools.pg_server import PostgresServer
+from harness.mock_engine import StackRun
+from harness.pg_server import PostgresServer
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,16 @@ def load_app_data(
                 "CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
             ).format(sql.Identifier(f"{table}_hnsw"), sql.Identifier(table))
         )
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of a `uv pip compile --generate-hashes` file, checking every entry has hashes."""
+    entries = re.split(r"\n(?=[a-z0-9])", re.sub(r"^#.*\n", "", path.read_text(), flags=re.MULTILINE))
+    found: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in entries)):
+        head = entry.split()[0]
+        name, _, version = head.partition("==")
+        assert version, f"{head} is not pinned with =="
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{name} has no hash"
+        found[name] = version
+    return found

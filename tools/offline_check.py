@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from harness.mock_engine import ROOT, StackRun, mock_instance_shape, run_program, stack_config
 from lib.config_reader import ConfigValues
 from lib.errors import ConfigError
 from lib.policy_rules import RULES, PolicyResource, evaluate
 from settings import SECRET_KEYS, StackSettings, load_settings
-from tools.mock_engine import ROOT, StackRun, mock_instance_shape, run_program, stack_config
 
 PLACEHOLDER = "offline-check-placeholder"
 

@@ -1,0 +1,848 @@
+"""Applies the registrations of one program run to a real Docker Engine, as the docker provider would.
+
+The Pulumi CLI and the docker provider plugin cannot be installed here, so the Docker tier runs the
+program on the mock engine (harness/mock_engine.py), then hands what it registered to a Realizer, which
+drives the Engine API the way the provider's source does. Sources: kreuzwerker/terraform-provider-docker
+v4.5.0 (the `upstream` submodule of pulumi/pulumi-docker, bridged as pulumi-docker 5.x), files
+internal/provider/resource_docker_container{,_funcs,_structures}.go; the pulumi-docker 5.2.0 SDK schema
+for upload owner/group; pulumi-command's documented rule for `local.Command`; Pulumi's step rules.
+
+Reproduced:
+- order: registrations in the order the SDK sent them (each only after its inputs resolved, so after
+  what it depends on), checked against the recorded dependencies;
+- networks and volumes by name; `RemoteImage` finds the image locally (the provider looks there before
+  it pulls; no registry is reachable) and its `image_id` is the local id; when a `RemoteImage` with
+  `keep_locally` false is deleted or replaced, the old image is removed;
+- a container: create (config, host config, binds for `volumes`, port bindings, restart policy,
+  memory in MB, `memory_swap`, `shm_size`, log config, capabilities, security options, tmpfs,
+  `read_only`, healthcheck durations parsed with Go's rules), connect its networks with their aliases,
+  upload every `uploads` file with the archive API into `/` (tar header name = the file's path, mode
+  from `permissions` or 0644/0744, numeric owner/group), start, and with `wait` poll once a second
+  until healthy or `wait_timeout`;
+- the state after create is what the provider's Read renders from `docker inspect` (names trimmed of
+  `/`, durations as Go's `Duration.String()`, memory back in MB, `image` as the image id when the input
+  is an id, ports and log options only when set, env/labels/uploads/volumes never read back);
+- a later run diffs that state against the new inputs attribute by attribute (sets unordered, schema
+  defaults for absent attributes, Computed attributes unset in the program never differ, the
+  DiffSuppressFuncs of `user` and `working_dir`), minus `ignore_changes`: a changed ForceNew attribute or
+  one listed in `replace_on_changes` replaces the container (the old one deleted first when
+  `delete_before_replace`, else after the new one is up, which fails on a fixed name as it does for
+  real); memory/restart/cpu changes are applied with `docker update`; `must_run` restarts a stopped
+  container; any other change (a healthcheck or tmpfs edit without `replace_on_changes`) is an update
+  that changes nothing on the Engine;
+- delete: stop with `destroy_grace_seconds` (0 when unset: an immediate kill), remove with its anonymous
+  volumes; `protect` refuses a replace or delete before any step; `retain_on_delete` forgets it;
+- `command:local:Command`: `create` run with `/bin/sh -c`, its `stdin`, its `environment` and
+  `DOCKER_HOST` pointing at this daemon; any input change runs `create` again (no `update` command);
+  a non-zero exit fails the run. For a prod stack the `ssh ... user@host` prefix is dropped and the rest
+  runs here, as the remote shell would run it.
+
+A built `Image` (the native resource of pulumi-docker 5.x, provider/image.go and provider.go) is
+reproduced as follows: Check adds `build.contextDigest`, a hash of the Dockerfile and of every context
+file the ignore file (`<Dockerfile>.dockerignore`, else `<context>/.dockerignore`) lets through, with its
+mode, and sets the host's platform (here linux/amd64) when none is given; Diff compares those
+inputs, and any change is an update that builds again under the same name (never a replacement);
+Create and Update build with BuildKit (the provider's default builder) from the filtered context, tag
+`imageName`, and with `skipPush` return the local image id as `repoDigest`; Delete does nothing, so
+the image stays on the daemon. The build is run with a docker CLI that has BuildKit (the provider
+drives the same Engine API with its own session). Deviation: with no default bridge, a build whose
+`network` is unset runs its `RUN` steps on the host network.
+
+The host layer of a prod stack (everything under `memos:index:EcsHost`: the instance, its readiness
+command, which would ssh to the ECS address) is not applied: the private daemon stands in for the host.
+
+What it cannot show: the CLI's own behaviour (previews, refresh, the secrets provider), the provider's
+plugin protocol, ssh transport to a real host, and the default `bridge` network: the private daemon has
+none (`--bridge=none`), so a container is created directly on its first `networks_advanced` network,
+where the provider creates it on `bridge` and moves it; `network_mode` is therefore not compared.
+Anything outside the docker, random and command providers (the Alibaba Cloud resources) is not applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from harness.mock_engine import ROOT, Registered, StackRun
+from lib.go_duration import format_go_duration, parse_go_duration
+
+MIB = 1024 * 1024
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+IMAGE = "docker:index/remoteImage:RemoteImage"
+BUILT_IMAGE = "docker:index/image:Image"
+COMMAND = "command:local:Command"
+
+#: Container attributes (Pulumi names) whose change replaces the container: ForceNew in the schema.
+FORCE_NEW = frozenset(
+    (
+        *("name", "readOnly", "image", "hostname", "domainname", "command", "entrypoints", "user", "dns", "dnsOpts"),
+        *("dnsSearches", "publishAllPorts", "workingDir", "capabilities", "securityOpts", "runtime", "platform"),
+        *("stopSignal", "stopTimeout", "mounts", "volumes", "ports", "hosts", "ulimits", "envs", "privileged"),
+        *("devices", "deviceRequests", "labels", "shmSize", "logDriver", "logOpts", "networkMode", "networksAdvanced"),
+        *("pidMode", "usernsMode", "uploads", "sysctls", "ipcMode", "groupAdds", "tty", "stdinOpen", "storageOpts"),
+        *("gpus", "cpus", "cgroupnsMode", "cgroupParent"),
+    )
+)
+#: Attributes the provider's Update applies to a running container.
+UPDATABLE = frozenset({"memory", "memorySwap", "memoryReservation", "restart", "maxRetryCount", "cpuShares", "cpuSet"})
+#: Optional + Computed attributes: unset in the program, they take whatever was read back.
+COMPUTED = frozenset(
+    (
+        *("hostname", "command", "entrypoints", "securityOpts", "runtime", "platform", "stopSignal", "stopTimeout"),
+        *("shmSize", "logDriver", "healthcheck", "ipcMode", "init"),
+    )
+)
+#: Schema defaults of attributes the Read sets (others default to the zero value).
+DEFAULTS: Mapping[str, Any] = {"restart": "no", "mustRun": True, "networkMode": "bridge"}
+HEALTH_DEFAULTS: Mapping[str, Any] = {"interval": "0s", "timeout": "0s", "startPeriod": "0s", "startInterval": "0s",
+                                      "retries": 0, "tests": []}  # fmt: skip
+SETS = frozenset({"dns", "dnsOpts", "dnsSearches", "securityOpts", "groupAdds", "hosts", "mounts"})
+#: Not compared, with the reason (see the module docstring).
+NOT_SHOWN = {"networkMode": "the private daemon has no default bridge network"}
+
+
+class RealizeError(Exception):
+    """A step the provider (or Pulumi) would have failed with; the message says which and why."""
+
+
+@dataclass
+class Applied:
+    """One resource as it exists after a run."""
+
+    registered: Registered
+    #: Inputs with mock outputs replaced by the real ones: what the provider would have received.
+    inputs: dict[str, Any]
+    #: What the provider keeps in its state: the inputs overlaid with what its Read renders.
+    state: dict[str, Any]
+    real_id: str
+    outputs: dict[str, Any] = field(default_factory=lambda: {})
+
+
+@dataclass
+class Step:
+    op: str  # create | replace | update | same | delete | forget
+    name: str
+    changed: tuple[str, ...] = ()
+    #: When the step began (epoch seconds): before it, nothing of this resource had changed.
+    started: float = 0.0
+
+
+def _zero(value: Any) -> Any:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, list):
+        return []
+    if isinstance(value, dict):
+        return {}
+    return None
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, "", [], {}, 0, False)
+
+
+def _normal(key: str, value: Any) -> Any:  # noqa: PLR0911 (one return per attribute kind)
+    if value is None:
+        return None
+    if key in SETS and isinstance(value, list):
+        return sorted(json.dumps(v, sort_keys=True) for v in value)
+    if key == "capabilities" and isinstance(value, dict):
+        return {k: sorted(value.get(k) or []) for k in ("adds", "drops")}
+    if key == "healthcheck" and isinstance(value, dict):
+        return {k: value.get(k, default) for k, default in HEALTH_DEFAULTS.items()}
+    if key == "ports" and isinstance(value, list):
+        return [
+            {"internal": p["internal"], "external": p.get("external", 0), "ip": p.get("ip", "0.0.0.0"),  # noqa: S104
+             "protocol": p.get("protocol", "tcp")}
+            for p in value
+        ]  # fmt: skip
+    if key == "envs" and isinstance(value, list):
+        return sorted(value)
+    if key in ("labels", "uploads", "volumes", "networksAdvanced") and isinstance(value, list):
+        return sorted(json.dumps(v, sort_keys=True) for v in value)
+    return value
+
+
+def render_read(inspect: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[str, Any]:
+    """What the provider's Read stores for a container (Pulumi names), given its `docker inspect`."""
+    config, host = inspect["Config"], inspect["HostConfig"]
+    running = bool(inspect["State"]["Running"])
+    read: dict[str, Any] = {
+        "name": inspect["Name"].lstrip("/"),
+        "rm": host.get("AutoRemove", False),
+        "readOnly": host.get("ReadonlyRootfs", False),
+        "image": inspect["Image"] if str(planned.get("image", "")).startswith("sha256:") else config["Image"],
+        "hostname": config.get("Hostname", ""),
+        "domainname": config.get("Domainname", ""),
+        "command": config.get("Cmd") or [],
+        "entrypoints": config.get("Entrypoint") or [],
+        "user": config.get("User", ""),
+        "dns": host.get("Dns") or [],
+        "dnsOpts": host.get("DnsOptions") or [],
+        "dnsSearches": host.get("DnsSearch") or [],
+        "securityOpts": host.get("SecurityOpt") or [],
+        "publishAllPorts": host.get("PublishAllPorts", False),
+        "restart": host["RestartPolicy"]["Name"],
+        "maxRetryCount": host["RestartPolicy"].get("MaximumRetryCount", 0),
+        "init": bool(host.get("Init")),
+        "workingDir": config.get("WorkingDir", ""),
+        "tmpfs": host.get("Tmpfs") or {},
+        "privileged": host.get("Privileged", False),
+        "memory": host.get("Memory", 0) // MIB,
+        "memoryReservation": (host.get("MemoryReservation") or 0) // MIB,
+        "memorySwap": (host.get("MemorySwap") or 0) // MIB
+        if (host.get("MemorySwap") or 0) > 0
+        else host.get("MemorySwap") or 0,
+        "shmSize": (host.get("ShmSize") or 0) // MIB,
+        "cpuShares": host.get("CpuShares", 0),
+        "cpuSet": host.get("CpusetCpus", ""),
+        "logDriver": host["LogConfig"]["Type"],
+        "storageOpts": host.get("StorageOpt") or {},
+        "networkMode": host.get("NetworkMode", ""),
+        "usernsMode": host.get("UsernsMode", ""),
+        "sysctls": host.get("Sysctls") or {},
+        "ipcMode": host.get("IpcMode", ""),
+        "groupAdds": host.get("GroupAdd") or [],
+        "tty": config.get("Tty", False),
+        "stdinOpen": config.get("OpenStdin", False),
+        "stopSignal": config.get("StopSignal", ""),
+        "stopTimeout": config.get("StopTimeout") or 0,
+    }
+    if host.get("CapAdd") or host.get("CapDrop"):
+        read["capabilities"] = {"adds": host.get("CapAdd") or [], "drops": host.get("CapDrop") or []}
+    if planned.get("logOpts"):
+        read["logOpts"] = host["LogConfig"].get("Config") or {}
+    if (running or planned.get("mustRun", True)) and planned.get("ports"):
+        ports: list[dict[str, Any]] = []
+        bindings = inspect["NetworkSettings"].get("Ports") or {}
+        for key in sorted(bindings, key=lambda k: (int(k.split("/")[0]), k.split("/")[1])):
+            internal, protocol = key.split("/")
+            for binding in bindings[key] or []:
+                ports.append({"internal": int(internal), "external": int(binding["HostPort"] or 0),
+                              "ip": binding["HostIp"], "protocol": protocol})  # fmt: skip
+        read["ports"] = ports
+    health = config.get("Healthcheck")
+    if health:
+        read["healthcheck"] = {
+            "tests": health.get("Test") or [],
+            "interval": format_go_duration(health.get("Interval", 0)),
+            "timeout": format_go_duration(health.get("Timeout", 0)),
+            "startPeriod": format_go_duration(health.get("StartPeriod", 0)),
+            "startInterval": format_go_duration(health.get("StartInterval", 0)),
+            "retries": health.get("Retries", 0),
+        }
+    if not running and planned.get("mustRun", True):
+        read["mustRun"] = False
+    return read
+
+
+def container_diff(state: Mapping[str, Any], inputs: Mapping[str, Any], read_keys: set[str]) -> list[str]:
+    """The attributes whose planned value differs from the state, as the provider's plan sees them."""
+    changed: list[str] = []
+    for key in sorted(set(state) | set(inputs)):
+        if key in NOT_SHOWN:
+            continue
+        if key in inputs:
+            planned = inputs[key]
+        elif key in COMPUTED:
+            continue
+        elif key in DEFAULTS:
+            planned = DEFAULTS[key]
+        else:
+            planned = _zero(state.get(key))
+        current = state.get(key, DEFAULTS.get(key, _zero(planned)))
+        if key in ("user", "workingDir") and planned == "":
+            continue
+        if key not in read_keys and _empty(planned) and _empty(current):
+            continue
+        if _normal(key, planned) != _normal(key, current):
+            changed.append(key)
+    return changed
+
+
+def _tar(upload: Mapping[str, Any]) -> bytes:
+    content = str(upload.get("content") or "").encode()
+    if upload.get("contentBase64"):
+        import base64  # noqa: PLC0415
+
+        content = base64.b64decode(upload["contentBase64"])
+    executable_mode = 0o744 if upload.get("executable") else 0o644
+    mode = int(str(upload["permissions"]), 8) if upload.get("permissions") else executable_mode
+    info = tarfile.TarInfo(str(upload["file"]))
+    info.size = len(content)
+    info.mode = mode
+    info.mtime = int(time.time())
+    for attribute, key in (("uid", "owner"), ("gid", "group")):
+        value = str(upload.get(key) or "0")
+        if not value.isdigit():
+            raise RealizeError(f"upload {upload['file']}: {key} {value!r} is a name; the stand-in takes numeric ids")
+        setattr(info, attribute, int(value))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _ns(duration: Any) -> int:
+    try:
+        return parse_go_duration(str(duration))
+    except ValueError:
+        return 0  # the provider ignores ParseDuration's error, so an invalid value becomes 0
+
+
+#: Components whose whole subtree is the Docker host itself, which the private daemon stands in for.
+HOST_LAYER = frozenset({"memos:index:EcsHost"})
+
+
+def ignore_patterns(context: Path, dockerfile: Path) -> list[str]:
+    """The provider's ignore file: `<Dockerfile>.dockerignore` first, else the context's `.dockerignore`."""
+    for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore"):
+        if candidate.is_file():
+            lines = (line.strip() for line in candidate.read_text().splitlines())
+            return [line for line in lines if line and not line.startswith("#")]
+    return []
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """One ignore pattern as Docker matches it: `*` and `?` stay within one path element, `**` crosses them."""
+    body = pattern.strip("/")
+    out = ""
+    i = 0
+    while i < len(body):
+        if body.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif body[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif body[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(body[i]), i + 1
+    return re.compile(f"^{out}$")
+
+
+def context_files(context: Path, dockerfile: Path) -> list[str]:
+    """The context's files (relative, in walk order) that the ignore file lets through.
+
+    A path is excluded when the last pattern matching it or one of its parent directories is not a `!`
+    exception; this covers the patterns the project uses (`*`, `!name`, plain paths)."""
+    rules = [(p.startswith("!"), _pattern_regex(p.removeprefix("!"))) for p in ignore_patterns(context, dockerfile)]
+    kept: list[str] = []
+    for path in sorted(context.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(context).as_posix()
+        parts = relative.split("/")
+        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        excluded = False
+        for exception, regex in rules:
+            if any(regex.match(c) for c in candidates):
+                excluded = not exception
+        if not excluded:
+            kept.append(relative)
+    return kept
+
+
+def context_digest(context: Path, dockerfile: Path) -> str:
+    """`build.contextDigest` as the provider's Check computes it: the Dockerfile under the name
+    `Dockerfile`, then each context file's path, mode string and content hash."""
+    accumulated = bytearray()
+
+    def add(name: str, mode: str, path: Path) -> None:
+        accumulated.extend(name.encode() + mode.encode() + hashlib.sha256(path.read_bytes()).digest() + b"\0")
+
+    add("Dockerfile", "----------", dockerfile)
+    for relative in context_files(context, dockerfile):
+        add(relative, stat.filemode((context / relative).stat().st_mode), context / relative)
+    return hashlib.sha256(accumulated).hexdigest()
+
+
+def buildkit_cli() -> str:
+    """A docker CLI on PATH that builds with BuildKit: one with buildx, or one older than 23.0 (built in)."""
+    seen: set[Path] = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        cli = Path(directory) / "docker"
+        if not cli.is_file() or cli.resolve() in seen:
+            continue
+        seen.add(cli.resolve())
+        if subprocess.run([cli, "buildx", "version"], capture_output=True, check=False).returncode == 0:
+            return str(cli)
+        version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=False).stdout
+        major = re.search(r"version (\d+)\.", version)
+        if major and int(major.group(1)) < 23:  # 23.0 moved BuildKit into buildx
+            return str(cli)
+    raise RealizeError("no docker CLI on PATH builds with BuildKit (one with buildx, or one older than 23.0)")
+
+
+def _in_host_layer(run: StackRun, registered: Registered) -> bool:
+    parent = registered.parent
+    while parent in run.resources:
+        if run.resources[parent].type in HOST_LAYER:
+            return True
+        parent = run.resources[parent].parent
+    return registered.type in HOST_LAYER
+
+
+class Realizer:
+    """Keeps what exists on one daemon across program runs and applies each new run to it."""
+
+    def __init__(self, client: docker.DockerClient, *, docker_host: str, project_dir: Path = ROOT) -> None:
+        self.client = client
+        self.api = client.api
+        self.docker_host = docker_host
+        #: Where `pulumi` runs the program: a build's context and Dockerfile are relative to it.
+        self.project_dir = project_dir
+        self.applied: dict[str, Applied] = {}
+        self.steps: list[Step] = []
+        #: The output of each image build, by resource name.
+        self.build_logs: dict[str, str] = {}
+
+    # -- one run -----------------------------------------------------------------------------------
+    def apply(self, run: StackRun) -> list[Step]:
+        """Apply `run` on top of what earlier runs left; returns the steps taken, in order."""
+        self.steps = []
+        seen: set[str] = set()
+        replacements: dict[str, str] = {}
+        pending_deletes: list[Applied] = []
+        for urn, registered in run.resources.items():
+            missing = [d for d in registered.options["dependencies"] if d not in seen and d in run.resources]
+            if missing:
+                raise RealizeError(f"{registered.name} was registered before what it depends on: {missing}")
+            seen.add(urn)
+            if not registered.options["custom"] or registered.type.startswith("pulumi:providers:"):
+                continue
+            if _in_host_layer(run, registered):
+                continue
+            inputs = _substitute(registered.inputs, replacements)
+            previous = self.applied.get(urn)
+            handler = self._handlers().get(registered.type)
+            if handler is None:
+                if registered.type.startswith("random:"):
+                    self.applied[urn] = Applied(registered, inputs, inputs, registered.mock_id, registered.mock_outputs)
+                continue
+            began, before = time.time(), len(self.steps)
+            result = handler(registered, inputs, previous, pending_deletes)
+            for step in self.steps[before:]:
+                step.started = began
+            self.applied[urn] = result
+            for mock, real in _mock_to_real(registered, result).items():
+                if mock != real:
+                    replacements[mock] = real
+        for old in reversed(pending_deletes):  # dependents first, as Pulumi deletes them
+            self._delete(old)
+        for urn in [u for u in self.applied if u not in run.resources]:
+            gone = self.applied.pop(urn)
+            self._check_protect(gone.registered, "delete")
+            if gone.registered.options.get("retain_on_delete"):
+                self.steps.append(Step("forget", gone.registered.name))
+                continue
+            self._delete(gone)
+            self.steps.append(Step("delete", gone.registered.name))
+        return self.steps
+
+    def _handlers(self) -> dict[str, Callable[[Registered, dict[str, Any], Applied | None, list[Applied]], Applied]]:
+        return {NETWORK: self._network, VOLUME: self._volume, IMAGE: self._image, CONTAINER: self._container,
+                COMMAND: self._command, BUILT_IMAGE: self._built_image}  # fmt: skip
+
+    @staticmethod
+    def _check_protect(registered: Registered, what: str) -> None:
+        if registered.options.get("protect"):
+            raise RealizeError(f"{registered.name} is protected: Pulumi refuses to {what} it before any step runs")
+
+    def _simple(
+        self,
+        registered: Registered,
+        inputs: dict[str, Any],
+        previous: Applied | None,
+        create: Callable[[], Applied],
+        pending: list[Applied],
+    ) -> Applied:
+        ignored = set(registered.options.get("ignore_changes") or [])
+        if previous is not None:
+            changed = [
+                k
+                for k in sorted(set(previous.inputs) | set(inputs))
+                if k not in ignored and _normal(k, previous.inputs.get(k)) != _normal(k, inputs.get(k))
+            ]
+            if not changed:
+                self.steps.append(Step("same", registered.name))
+                return Applied(registered, inputs, previous.state, previous.real_id, previous.outputs)
+            return self._replace(registered, previous, create, pending, changed)
+        result = create()
+        self.steps.append(Step("create", registered.name))
+        return result
+
+    def _replace(
+        self,
+        registered: Registered,
+        previous: Applied,
+        create: Callable[[], Applied],
+        pending: list[Applied],
+        changed: Sequence[str],
+    ) -> Applied:
+        """Pulumi's replacement: refused when protected; the old one deleted first with
+        `delete_before_replace`, else after the run (so a fixed name collides, as it does for real)."""
+        self._check_protect(registered, "replace")
+        if registered.options.get("delete_before_replace"):
+            self._delete(previous)
+            result = create()
+        else:
+            result = create()
+            pending.append(previous)
+        self.steps.append(Step("replace", registered.name, tuple(changed)))
+        return result
+
+    # -- networks, volumes, images -----------------------------------------------------------------
+    def _network(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                 pending: list[Applied]) -> Applied:  # fmt: skip
+        def create() -> Applied:
+            network = self.client.networks.create(
+                inputs["name"],
+                driver=inputs.get("driver") or "bridge",
+                internal=bool(inputs.get("internal")),
+                attachable=bool(inputs.get("attachable")),
+                labels={item["label"]: item["value"] for item in inputs.get("labels", [])},
+                options=inputs.get("options") or None,
+            )
+            return Applied(registered, inputs, inputs, str(network.id), {"name": inputs["name"]})
+
+        return self._simple(registered, inputs, previous, create, pending)
+
+    def _volume(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                pending: list[Applied]) -> Applied:  # fmt: skip
+        def create() -> Applied:
+            volume = self.client.volumes.create(
+                name=inputs["name"],
+                driver=inputs.get("driver") or "local",
+                driver_opts=inputs.get("driverOpts") or None,
+                labels={item["label"]: item["value"] for item in inputs.get("labels", [])},
+            )
+            return Applied(registered, inputs, inputs, str(volume.name), {"name": inputs["name"]})
+
+        return self._simple(registered, inputs, previous, create, pending)
+
+    def _image(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+               pending: list[Applied]) -> Applied:  # fmt: skip
+        def create() -> Applied:
+            try:
+                image = self.client.images.get(inputs["name"])
+            except docker.errors.ImageNotFound:
+                raise RealizeError(
+                    f"image {inputs['name']} is not on the daemon and no registry is reachable"
+                ) from None
+            return Applied(registered, inputs, inputs, str(image.id), {"imageId": str(image.id)})
+
+        return self._simple(registered, inputs, previous, create, pending)
+
+    def check_image(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The provider's Check of a built image: dockerfile found, `contextDigest`, default platform."""
+        build = dict(inputs.get("build") or {})
+        build.setdefault("context", ".")
+        build.setdefault("dockerfile", f"{build['context']}/Dockerfile")
+        context, dockerfile = self.project_dir / build["context"], self.project_dir / build["dockerfile"]
+        if not dockerfile.is_file():
+            raise RealizeError(f"could not open dockerfile at relative path {build['dockerfile']!r}")
+        build["contextDigest"] = context_digest(context, dockerfile)
+        build.setdefault("platform", "linux/amd64")
+        return {**inputs, "build": build, "buildOnPreview": bool(inputs.get("buildOnPreview", False))}
+
+    def _built_image(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                     pending: list[Applied]) -> Applied:  # fmt: skip
+        checked = self.check_image(inputs)
+        if previous is None:
+            outputs = self._build(registered, checked)
+            self.steps.append(Step("create", registered.name))
+            return Applied(registered, checked, checked, str(checked["imageName"]), outputs)
+        ignored = set(registered.options.get("ignore_changes") or [])
+        changed = sorted(k for k in set(previous.inputs) | set(checked)
+                         if k not in ignored and previous.inputs.get(k) != checked.get(k))  # fmt: skip
+        if not changed:
+            self.steps.append(Step("same", registered.name))
+            return Applied(registered, checked, checked, previous.real_id, previous.outputs)
+        outputs = self._build(registered, checked)  # the provider's Update builds again; never a replace
+        self.steps.append(Step("update", registered.name, tuple(changed)))
+        return Applied(registered, checked, checked, previous.real_id, outputs)
+
+    def _build(self, registered: Registered, checked: Mapping[str, Any]) -> dict[str, Any]:
+        build, name = checked["build"], str(checked["imageName"])
+        if not checked.get("skipPush"):
+            raise RealizeError(f"{registered.name}: pushing to a registry is not reproduced (no registry here)")
+        context, dockerfile = self.project_dir / build["context"], self.project_dir / build["dockerfile"]
+        relative = os.path.relpath(dockerfile, context)
+        if relative.startswith(".."):
+            raise RealizeError(f"{registered.name}: a Dockerfile outside its context is not reproduced")
+        with tempfile.TemporaryDirectory(prefix="build-") as work:
+            for file in [*context_files(context, dockerfile), relative]:
+                (Path(work) / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(context / file, Path(work) / file)
+            argv = [buildkit_cli(), "build", "--progress=plain", "--platform", build["platform"], "-f", relative,
+                    "-t", name, "--network", build.get("network") or "host"]  # fmt: skip
+            for key, value in sorted((build.get("args") or {}).items()):
+                argv += ["--build-arg", f"{key}={value}"]
+            if build.get("target"):
+                argv += ["--target", build["target"]]
+            buildkit = "0" if build.get("builderVersion") == "BuilderV1" else "1"
+            env = {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": buildkit}
+            env.pop("DOCKER_CONTEXT", None)
+            result = subprocess.run([*argv, "."], cwd=work, env=env, capture_output=True, text=True, check=False,
+                                    timeout=1200)  # fmt: skip
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+            raise RealizeError(f"{registered.name}: error building image:\n{tail}")
+        image = self.client.images.get(name)
+        self.build_logs[registered.name] = result.stderr
+        return {"imageName": name, "baseImageName": name, "repoDigest": str(image.id), "context": build["context"],
+                "dockerfile": relative, "platform": build["platform"], "registryServer": ""}  # fmt: skip
+
+    # -- containers --------------------------------------------------------------------------------
+    def container_name(self, registered: Registered, inputs: Mapping[str, Any]) -> str:
+        return str(inputs.get("name") or registered.mock_outputs["name"])
+
+    def _container(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                   pending: list[Applied]) -> Applied:  # fmt: skip
+        inputs = {**inputs, "name": self.container_name(registered, inputs)}
+        if previous is None:
+            result = self._create_container(registered, inputs)
+            self.steps.append(Step("create", registered.name))
+            return result
+        state = self.refresh(previous)
+        ignored = set(registered.options.get("ignore_changes") or [])
+        read_keys = set(render_read(self.api.inspect_container(previous.real_id), state))
+        changed = [k for k in container_diff(state, inputs, read_keys) if k not in ignored]
+        replace_on = set(registered.options.get("replace_on_changes") or [])
+        replacing = [k for k in changed if k in FORCE_NEW or k in replace_on]
+        if replacing:
+            return self._replace(registered, previous, lambda: self._create_container(registered, inputs), pending,
+                                 changed)  # fmt: skip
+        if not changed:
+            self.steps.append(Step("same", registered.name))
+            return Applied(registered, inputs, state, previous.real_id, previous.outputs)
+        self._update_container(previous.real_id, inputs, changed)
+        new_state = {**inputs, **render_read(self.api.inspect_container(previous.real_id), inputs)}
+        self.steps.append(Step("update", registered.name, tuple(changed)))
+        return Applied(registered, inputs, new_state, previous.real_id, previous.outputs)
+
+    def refresh(self, applied: Applied) -> dict[str, Any]:
+        """The provider's state for a container: what it planned, overlaid with what Read renders now."""
+        return {**applied.state, **render_read(self.api.inspect_container(applied.real_id), applied.state)}
+
+    def _update_container(self, container_id: str, inputs: Mapping[str, Any], changed: Sequence[str]) -> None:
+        if set(changed) & UPDATABLE:
+            swap = int(inputs.get("memorySwap") or 0)
+            self.api.update_container(
+                container_id,
+                mem_limit=int(inputs.get("memory") or 0) * MIB or None,
+                memswap_limit=(swap * MIB if swap > 0 else swap) or None,
+                mem_reservation=int(inputs.get("memoryReservation") or 0) * MIB or None,
+                cpu_shares=int(inputs.get("cpuShares") or 0) or None,
+                cpuset_cpus=inputs.get("cpuSet") or None,
+                restart_policy={
+                    "Name": inputs.get("restart", "no"),
+                    "MaximumRetryCount": inputs.get("maxRetryCount", 0),
+                },
+            )
+        if "mustRun" in changed and inputs.get("mustRun", True):
+            self.api.start(container_id)
+
+    def _create_container(self, registered: Registered, inputs: dict[str, Any]) -> Applied:
+        api = self.api
+        networks = list(inputs.get("networksAdvanced") or [])
+        binds = [
+            f"{v['volumeName']}:{v['containerPath']}:{'ro' if v.get('readOnly') else 'rw'}"
+            for v in inputs.get("volumes", [])
+            if v.get("volumeName")
+        ]
+        port_bindings = {f"{p['internal']}/{p.get('protocol', 'tcp')}": (p.get("ip", "0.0.0.0"), p.get("external"))  # noqa: S104
+                         for p in inputs.get("ports", [])}  # fmt: skip
+        swap = int(inputs.get("memorySwap") or 0)
+        capabilities = inputs.get("capabilities") or {}
+        host_config = api.create_host_config(
+            binds=binds or None,
+            port_bindings=port_bindings or None,
+            restart_policy={"Name": inputs.get("restart", "no"), "MaximumRetryCount": inputs.get("maxRetryCount", 0)},
+            mem_limit=int(inputs.get("memory") or 0) * MIB or None,
+            memswap_limit=(swap * MIB if swap > 0 else swap) or None,
+            shm_size=int(inputs["shmSize"]) * MIB if inputs.get("shmSize") else None,
+            log_config={"Type": inputs.get("logDriver") or "json-file", "Config": inputs.get("logOpts") or {}},
+            cap_add=capabilities.get("adds") or None,
+            cap_drop=capabilities.get("drops") or None,
+            security_opt=inputs.get("securityOpts") or None,
+            read_only=bool(inputs.get("readOnly")),
+            tmpfs=inputs.get("tmpfs") or None,
+            init=bool(inputs.get("init")),
+            privileged=bool(inputs.get("privileged")),
+            # Deviation (module docstring): no default bridge here, so the first network instead.
+            network_mode=networks[0]["name"] if networks else inputs.get("networkMode", "bridge"),
+        )
+        health = inputs.get("healthcheck")
+        healthcheck = (
+            {
+                "Test": health.get("tests") or [],
+                "Interval": _ns(health.get("interval", "0s")),
+                "Timeout": _ns(health.get("timeout", "0s")),
+                "StartPeriod": _ns(health.get("startPeriod", "0s")),
+                "StartInterval": _ns(health.get("startInterval", "0s")),
+                "Retries": int(health.get("retries", 0)),
+            }
+            if health
+            else None
+        )
+        networking = (
+            api.create_networking_config(
+                {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases"))}
+            )
+            if networks
+            else None
+        )
+        try:
+            created = api.create_container(
+                image=inputs["image"],
+                name=inputs["name"],
+                command=inputs.get("command") or None,
+                entrypoint=inputs.get("entrypoints") or None,
+                user=inputs.get("user") or None,
+                environment=inputs.get("envs") or None,
+                working_dir=inputs.get("workingDir") or None,
+                hostname=inputs.get("hostname") or None,
+                labels={item["label"]: item["value"] for item in inputs.get("labels", [])} or None,
+                ports=[(p["internal"], p.get("protocol", "tcp")) for p in inputs.get("ports", [])] or None,
+                volumes=[v["containerPath"] for v in inputs.get("volumes", [])] or None,
+                stop_signal=inputs.get("stopSignal") or None,
+                stop_timeout=inputs.get("stopTimeout"),
+                healthcheck=healthcheck,
+                host_config=host_config,
+                networking_config=networking,
+            )
+        except docker.errors.APIError as error:
+            raise RealizeError(f"{registered.name}: Unable to create container: {error.explanation}") from None
+        container_id = str(created["Id"])
+        try:
+            for network in networks[1:]:
+                api.connect_container_to_network(container_id, network["name"], aliases=network.get("aliases"))
+            for upload in inputs.get("uploads", []):
+                try:
+                    api.put_archive(container_id, "/", _tar(upload))
+                except docker.errors.APIError as error:
+                    raise RealizeError(
+                        f"{registered.name}: Unable to upload volume content: {error.explanation}"
+                    ) from None
+            api.start(container_id)
+            if inputs.get("wait"):
+                self._wait_healthy(registered.name, container_id, int(inputs.get("waitTimeout") or 60))
+        except RealizeError:
+            # The provider has already stored the id: the half-made container is in the state (tainted).
+            self.applied[registered.urn] = Applied(registered, inputs, inputs, container_id, {"id": container_id})
+            raise
+        state = {**inputs, **render_read(api.inspect_container(container_id), inputs)}
+        return Applied(registered, inputs, state, container_id, {"id": container_id, "name": inputs["name"]})
+
+    def _wait_healthy(self, name: str, container_id: str, timeout: int) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.api.inspect_container(container_id)["State"]
+            if state.get("Health") is None:
+                raise RealizeError(f"{name}: 'wait' is set but the container has no healthcheck")
+            if state["Health"]["Status"] == "healthy":
+                return
+            time.sleep(1)
+        logs = self.api.logs(container_id, tail=20).decode(errors="replace")
+        raise RealizeError(f"{name}: container failed to be in a healthy state in {timeout} s; logs:\n{logs}")
+
+    # -- commands ----------------------------------------------------------------------------------
+    def _command(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
+                 pending: list[Applied]) -> Applied:  # fmt: skip
+        def create() -> Applied:
+            result = self.run_shell(
+                str(inputs["create"]), stdin=inputs.get("stdin"), environment=inputs.get("environment")
+            )
+            if result.returncode != 0:
+                raise RealizeError(f"{registered.name}: exit {result.returncode}: {result.stderr.strip()[-400:]}")
+            outputs = {"stdout": result.stdout, "stderr": result.stderr}
+            return Applied(registered, inputs, inputs, registered.mock_id, outputs)
+
+        return self._simple(registered, inputs, previous, create, pending)
+
+    def run_shell(
+        self, command: str, *, stdin: str | None = None, environment: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command line as `command:local` would, on this daemon; an ssh prefix is dropped."""
+        argv = shlex.split(command)
+        if argv and argv[0] == "ssh":
+            target = next(i for i, a in enumerate(argv) if re.match(r"^[^-][^@\s]*@\S+$", a))
+            command = " ".join(argv[target + 1 :])
+        if re.search(r"\bssh\b", command):
+            raise RealizeError(f"refusing to run a command that would leave this machine: {command[:80]}")
+        env = {**os.environ, **(environment or {}), "DOCKER_HOST": self.docker_host}
+        env.pop("DOCKER_CONTEXT", None)
+        return subprocess.run(["/bin/sh", "-c", command], input=stdin, env=env, capture_output=True, text=True,
+                              check=False, timeout=900)  # fmt: skip
+
+    # -- deletes -----------------------------------------------------------------------------------
+    def _delete(self, applied: Applied) -> None:
+        typ = applied.registered.type
+        try:
+            if typ == CONTAINER:
+                grace = int(applied.inputs.get("destroyGraceSeconds") or 0)
+                self.api.stop(applied.real_id, timeout=grace)
+                self.api.remove_container(applied.real_id, v=applied.inputs.get("removeVolumes", True), force=True)
+            elif typ == NETWORK:
+                self.client.networks.get(applied.real_id).remove()
+            elif typ == VOLUME:
+                self.client.volumes.get(applied.real_id).remove()
+            elif typ == IMAGE and not applied.inputs.get("keepLocally"):
+                self.client.images.remove(applied.inputs["name"], force=bool(applied.inputs.get("forceRemove")))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            raise RealizeError(f"deleting {applied.registered.name}: {error.explanation}") from None
+
+    def destroy(self) -> None:
+        """`pulumi destroy`: everything this realizer created, dependents first (protection ignored)."""
+        for applied in reversed(list(self.applied.values())):
+            self._delete(applied)
+        self.applied.clear()
+
+
+def _mock_to_real(registered: Registered, applied: Applied) -> dict[str, str]:
+    """Mock output values that stand for real ones in dependents' inputs."""
+    pairs: dict[str, str] = {}
+    if registered.type == IMAGE:
+        pairs[str(registered.mock_outputs["imageId"])] = applied.outputs["imageId"]
+    elif registered.type == CONTAINER:
+        pairs[registered.mock_id] = applied.real_id
+    return pairs
+
+
+def _substitute(value: Any, replacements: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        for mock, real in replacements.items():
+            if mock in value:
+                value = value.replace(mock, real)
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, replacements) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, replacements) for k, v in value.items()}
+    return value

@@ -1,0 +1,309 @@
+"""`memos:database rds`: ApsaraDB RDS for PostgreSQL in the host's VPC, as the program registers it.
+
+The mocks answer the RDS lookups from the table in harness/mock_engine.py and refuse the filter values
+the provider's data sources refuse; what RDS does with these inputs (endpoints, SSL, the privileged
+account's rights) cannot be shown here. The extension job and the migration copy are exercised on a
+real PostgreSQL in tests/scripts/test_migrate_database.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+from harness.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
+from lib.policy_rules import evaluate
+from tests.conftest import PROD_SECRETS
+from tests.program.test_secrets import changed, leaves, under_secret
+from tools.offline_check import policy_resources
+
+#: A stack that starts on RDS: the container database's volumes are never created.
+RDS = {"database": "rds", "containerDatabaseVolumes": "remove"}
+#: A stack moved from the container database (scripts/migrate-database sets keep).
+MOVED = {**RDS, "containerDatabaseVolumes": "keep"}
+TAGS = {"project": "memos", "stack": "prod"}
+CONTAINER_DATABASE_VOLUMES = ("volumes-database", "volumes-backups")
+
+
+@pytest.fixture(scope="module")
+def rds_run() -> StackRun:
+    return run_program("prod", RDS, secrets=PROD_SECRETS)
+
+
+def volumes(run: StackRun) -> dict[str, str]:
+    """Docker volume name by resource name."""
+    return {r.name: r.inputs["name"] for r in run.of_type("docker:index/volume:Volume")}
+
+
+def test_a_new_rds_stack_has_no_database_or_dump_container_and_none_of_their_volumes(rds_run: StackRun) -> None:
+    containers = {r.name for r in rds_run.of_type("docker:index/container:Container")}
+    assert containers == {"app-server"}
+    images = {r.name for r in rds_run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert images == {"app-image", "rds-client-image"}
+    assert not {n for n in rds_run.names() if n == "database" or n.startswith(("database-", "backup"))}
+    assert volumes(rds_run) == {"volumes-app": "memos-appdata"}
+
+
+def test_keep_declares_the_container_databases_volumes_exactly_as_the_container_stack_does() -> None:
+    container = run_program("prod", secrets=PROD_SECRETS)
+    kept = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    assert volumes(container) == {
+        "volumes-app": "memos-appdata",
+        "volumes-database": "memos-pgdata",
+        "volumes-backups": "memos-backups",
+    }
+    assert volumes(kept) == volumes(container)
+    for name in CONTAINER_DATABASE_VOLUMES:
+        before, after = container.by_name(name), kept.by_name(name)
+        assert (after.urn, after.inputs) == (before.urn, before.inputs), name
+        assert (after.options["protect"], after.options["retain_on_delete"]) == (True, True), name
+    # Kept, not used: still no database or dump container.
+    assert {r.name for r in kept.of_type("docker:index/container:Container")} == {"app-server"}
+
+
+def test_remove_on_a_moved_stack_drops_exactly_the_two_volumes() -> None:
+    # What `pulumi up` would then delete; in prod `protect` refuses it until the operator unprotects the
+    # two URNs, and `retain_on_delete` leaves the data on the host (README): the mocks cannot show either.
+    kept = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    removed = run_program("prod", RDS, secrets=PROD_SECRETS)
+    assert kept.names() - removed.names() == set(CONTAINER_DATABASE_VOLUMES)
+    assert removed.names() <= kept.names()
+    for name in removed.names():
+        assert removed.by_name(name).inputs == kept.by_name(name).inputs, name
+
+
+def test_the_instance_is_private_next_to_the_host_encrypted_and_protected(rds_run: StackRun) -> None:
+    instance = rds_run.by_name("rds-instance")
+    assert instance.inputs == {
+        "instanceName": "memos-db",
+        "engine": "PostgreSQL",
+        "engineVersion": "18.0",
+        "instanceType": "pg.n2.small.1",
+        "instanceStorage": 20,
+        "dbInstanceStorageType": "cloud_essd",
+        "category": "Basic",
+        "instanceChargeType": "Postpaid",
+        "zoneId": "cn-hangzhou-j",
+        "vpcId": rds_run.by_name("host-vpc").mock_id,
+        "vswitchId": rds_run.by_name("host-vswitch").mock_id,
+        "securityIps": ["172.16.1.0/24"],
+        "sslAction": "Open",
+        "caType": "aliyun",
+        "deletionProtection": True,
+        "tags": TAGS,
+    }
+    assert (instance.options["protect"], instance.options["retain_on_delete"]) == (True, True)
+    # Nothing gives it a public endpoint.
+    assert not [r for r in rds_run.resources.values() if r.type.startswith("alicloud:rds/connection")]
+
+
+def test_database_accounts_privilege_and_backups(rds_run: StackRun) -> None:
+    instance_id = rds_run.by_name("rds-instance").mock_id
+    admin_password = rds_run.by_name("rds-admin-password").mock_outputs["result"]
+    app_password = rds_run.by_name("rds-app-password").mock_outputs["result"]
+    assert rds_run.by_name("rds-database").inputs == {
+        "instanceId": instance_id,
+        "dataBaseName": "memos",
+        "characterSet": "UTF8,C,en_US.utf8",
+        "description": "Memos",
+    }
+    admin, app = rds_run.by_name("rds-admin-account"), rds_run.by_name("rds-app-account")
+    assert admin.inputs == {
+        "dbInstanceId": instance_id,
+        "accountName": "memos_admin",
+        "accountPassword": admin_password,
+        "accountType": "Super",
+        "accountDescription": "creates the extensions; never used by the app",
+    }
+    assert app.inputs == {
+        "dbInstanceId": instance_id,
+        "accountName": "memos",
+        "accountPassword": app_password,
+        "accountType": "Normal",
+        "accountDescription": "the Memos app",
+    }
+    assert "accountPassword" in admin.secret_paths
+    assert "accountPassword" in app.secret_paths
+    assert rds_run.by_name("rds-app-privilege").inputs == {
+        "instanceId": instance_id,
+        "accountName": "memos",
+        "dbNames": ["memos"],
+        "privilege": "DBOwner",
+    }
+    assert rds_run.by_name("rds-backup-policy").inputs == {
+        "instanceId": instance_id,
+        "backupRetentionPeriod": 7,
+        "preferredBackupTime": "18:00Z-19:00Z",
+        "preferredBackupPeriods": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+    }
+
+
+def test_the_extensions_are_created_from_the_host_before_the_app_starts(rds_run: StackRun) -> None:
+    job = rds_run.by_name("rds-extensions")
+    admin_password = rds_run.by_name("rds-admin-password").mock_outputs["result"]
+    endpoint = rds_run.by_name("rds-instance").mock_outputs["connectionString"]
+    assert job.inputs["create"] == (
+        "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts'"
+        " -o ConnectTimeout=10 -o ServerAliveInterval=30 root@198.51.100.20 docker run --rm -i --network host"
+        " --entrypoint /bin/sh pgvector/pgvector:0.8.6-pg18-trixie -c 'IFS= read -r PGPASSWORD && export PGPASSWORD"
+        f' && exec psql -v ON_ERROR_STOP=1 --no-psqlrc -q "host={endpoint} port=5432 dbname=memos user=memos_admin'
+        " sslmode=require\"'"
+    )
+    assert admin_password not in job.inputs["create"]
+    assert job.inputs["stdin"].startswith(f"{admin_password}\nCREATE EXTENSION IF NOT EXISTS vector;")
+    assert "stdin" in job.secret_paths
+    assert job.options["additional_secret_outputs"] == ["stderr", "stdout"]
+    deps = set(job.options["dependencies"])
+    for name in ("host-docker-ready", "rds-database", "rds-admin-account", "rds-app-privilege", "rds-client-image"):
+        assert rds_run.by_name(name).urn in deps, name
+    assert job.urn in rds_run.by_name("app-server").options["dependencies"]
+
+
+def test_the_app_reaches_the_private_endpoint_over_ssl_with_its_dsn_as_a_file(rds_run: StackRun) -> None:
+    app = rds_run.by_name("app-server")
+    password = rds_run.by_name("rds-app-password").mock_outputs["result"]
+    endpoint = rds_run.by_name("rds-instance").mock_outputs["connectionString"]
+    uploads = {u["file"]: u["content"] for u in app.inputs["uploads"]}
+    assert uploads["/run/memos-secrets/dsn"] == f"postgres://memos:{password}@{endpoint}:5432/memos?sslmode=require"
+    assert rds_run.outputs["app_dsn"] == uploads["/run/memos-secrets/dsn"]
+    assert rds_run.output_secrets == {"app_dsn"}
+    assert rds_run.outputs["rds_endpoint"] == f"{endpoint}:5432"
+
+
+def test_the_database_containers_memory_goes_to_the_app_and_the_plan_says_so(rds_run: StackRun) -> None:
+    app = rds_run.by_name("app-server")
+    # 2048 - (320 OS + 128 Docker) = 1600 MiB, GOMEMLIMIT 90 % of it
+    assert app.inputs["memory"] == 1600
+    assert "GOMEMLIMIT=1440MiB" in app.inputs["envs"]
+    assert rds_run.outputs["memory_plan"] == {
+        "host": 2048,
+        "app": 1600,
+        "proxy": 0,
+        "database": "ApsaraDB RDS: no database or dump container here, their memory went to the app",
+    }
+    assert "db_settings" not in rds_run.outputs
+
+
+def test_no_password_appears_outside_a_secret_input(rds_run: StackRun) -> None:
+    passwords = [r.mock_outputs["result"] for r in rds_run.of_type("random:index/randomPassword:RandomPassword")]
+    assert len(passwords) == 2
+    for resource in rds_run.resources.values():
+        for path, text in leaves(resource.inputs):
+            for secret in passwords:
+                if secret in text:
+                    assert under_secret(path, resource.secret_paths), f"{resource.name}.{path} holds a secret"
+
+
+def test_rotating_the_app_password_restarts_only_the_app() -> None:
+    before = run_program("prod", RDS, secrets=PROD_SECRETS)
+    after = run_program("prod", {**RDS, "dbPasswordGeneration": 2}, secrets=PROD_SECRETS)
+    assert changed(before, after) == {
+        "rds-app-password": {"keepers"},
+        # Not ForceNew in the provider: the account's password is changed in place.
+        "rds-app-account": {"accountPassword"},
+        "app-server": {"uploads"},
+    }
+
+
+def test_the_rds_stack_passes_every_policy_rule(rds_run: StackRun) -> None:
+    assert evaluate(policy_resources(rds_run)) == []
+    assert evaluate(policy_resources(run_program("prod", MOVED, secrets=PROD_SECRETS))) == []
+
+
+def test_the_lookups_ask_for_postgresql_in_the_hosts_zone(rds_run: StackRun) -> None:
+    calls = [(token, args) for token, args in rds_run.calls if token.startswith("alicloud:rds/")]
+    common = {
+        "engine": "PostgreSQL",
+        "zoneId": "cn-hangzhou-j",
+        "category": "Basic",
+        "dbInstanceStorageType": "cloud_essd",
+        "instanceChargeType": "PostPaid",
+    }
+    assert calls == [
+        ("alicloud:rds/getInstanceEngines:getInstanceEngines", common),
+        ("alicloud:rds/getInstanceClasses:getInstanceClasses", {**common, "engineVersion": "18.0"}),
+    ]
+
+
+def test_the_rds_mocks_refuse_what_the_provider_refuses() -> None:
+    for token in RDS_FILTERS:
+        with pytest.raises(Exception, match="expected category to be one of"):
+            rds_answer(token, {"engine": "PostgreSQL", "category": "Standard"})
+        with pytest.raises(Exception, match="expected engine to be one of"):
+            rds_answer(token, {"engine": "postgres"})
+    engines = rds_answer("alicloud:rds/getInstanceEngines:getInstanceEngines", {"engine": "MySQL"})
+    assert engines["instanceEngines"] == []
+
+
+def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
+    container = run_program("prod", secrets=PROD_SECRETS)
+    rds = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    gone = container.names() - rds.names()
+    assert gone == {
+        "database", "database-image", "database-server", "database-role-job", "database-app-password",
+        "database-superuser-password", "backup", "backup-server", "backup-pre-upgrade-dump",
+    } | {n for n in container.names() if n.startswith("backup-")}  # fmt: skip
+    assert {n for n in rds.names() if n.startswith("volumes-")} == {
+        n for n in container.names() if n.startswith("volumes-")
+    }
+    for name in container.names() & rds.names():
+        if name.startswith(("host-", "volumes-")):
+            assert container.by_name(name).inputs == rds.by_name(name).inputs, name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [
+        ({"database": "mysql"}, "memos:database", "'mysql' is not one of container, rds"),
+        ({"rdsEngineVersion": "13.0"}, "memos:rdsEngineVersion", "needs PostgreSQL 14 or later"),
+        ({"rdsEngineVersion": "19.0"}, "memos:rdsEngineVersion", "offered there: 14.0, 15.0, 16.0, 17.0, 18.0"),
+        ({"rdsEngineVersion": "18"}, "memos:rdsEngineVersion", "not a major version as RDS names it, e.g. 18.0"),
+        (
+            {"rdsInstanceClass": "pg.n2.medium.2c"},
+            "memos:rdsInstanceClass",
+            "pg.n2.medium.2c is not sold for PostgreSQL 18.0 Basic with cloud_essd in cn-hangzhou-j; classes there: "
+            "pg.n2.large.1, pg.n2.medium.1, pg.n2.small.1",
+        ),
+        ({"rdsCategory": "Standard"}, "memos:rdsCategory", "not one of Basic, HighAvailability"),
+        ({"zoneId": "cn-hangzhou-k"}, "memos:rdsEngineVersion", "offered there: none"),
+        ({"backupRetentionDays": 3}, "memos:backupRetentionDays", "RDS keeps backups for 7 to 730 days"),
+        ({"backupToOss": True}, "memos:backupToOss", "there is no dump container"),
+        ({"appMemoryMb": 1700}, "memos:appMemoryMb", "1700 MiB does not fit a 2048 MiB host"),
+        (
+            {"containerDatabaseVolumes": ""},
+            "memos:containerDatabaseVolumes",
+            "with memos:database rds, say what happens to the container database's volumes (memos-pgdata, "
+            "memos-backups): keep for a stack that ran on the container database (scripts/migrate-database sets it), "
+            "remove for a new stack or once they are no longer needed",
+        ),
+        ({"containerDatabaseVolumes": "drop"}, "memos:containerDatabaseVolumes", "'drop' is not one of keep, remove"),
+    ],
+    ids=[
+        "neither container nor rds", "engine without vector", "engine not offered", "engine version format",
+        "class of the other edition", "unknown edition", "zone without RDS", "retention below RDS minimum",
+        "dump copies without dumps", "app floor above the host", "container volumes not decided",
+        "container volumes neither keep nor remove",
+    ],
+)  # fmt: skip
+def test_bad_rds_config_fails_with_one_line(overrides: dict[str, Any], key: str, fragment: str) -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {**RDS, **overrides}, secrets=PROD_SECRETS)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{key}: "), message
+    assert fragment in message, message
+
+
+def test_rds_in_dev_is_refused() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("dev", RDS)
+    assert str(raised.value).startswith("memos:database: rds runs ApsaraDB RDS next to the production ECS host")
+
+
+def test_a_high_availability_class_is_accepted_in_its_edition() -> None:
+    run = run_program(
+        "prod", {**RDS, "rdsCategory": "HighAvailability", "rdsInstanceClass": "pg.n2.medium.2c"}, secrets=PROD_SECRETS
+    )
+    assert run.by_name("rds-instance").inputs["category"] == "HighAvailability"

@@ -1,0 +1,173 @@
+"""Post-deploy verification of a stack: the database, its extensions and settings, the app.
+
+    uv run python -m tools.verify --stack dev
+    uv run python -m tools.verify --stack prod
+
+Reads the stack's outputs with `pulumi stack output --json --show-secrets` (so it needs the stack's
+passphrase and backend, like any `pulumi` command), reaches the database (dev: the loopback port;
+prod: an SSH tunnel to the database container, which publishes no port), and checks that the
+database answers as the app's role, that `vector` and `btree_gist` exist at the expected versions,
+that every live setting equals the memory plan, that the app's /healthz answers 200, and that the
+last nightly dump succeeded. Prints one line per check and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def same_setting(live: str, planned: str) -> bool:
+    """PostgreSQL prints floats in their shortest form (1.0 -> 1); everything else as set."""
+    try:
+        return float(live) == float(planned)
+    except ValueError:
+        return live == planned
+
+
+def check_database(dsn: str, settings: Mapping[str, str], extensions: Mapping[str, str | None]) -> list[Check]:
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "no answer"
+        return [Check("database answers", False, reason)]
+    checks: list[Check] = []
+    with conn:
+        row = conn.execute("SELECT current_user, current_setting('server_version')").fetchone()
+        user, version = (str(row[0]), str(row[1])) if row else ("?", "?")
+        checks.append(Check("database answers", True, f"as {user}, PostgreSQL {version}"))
+        installed = {str(name): str(ver) for name, ver in conn.execute("SELECT extname, extversion FROM pg_extension")}
+        for name, wanted in sorted(extensions.items()):
+            have = installed.get(name)
+            if have is None:
+                checks.append(Check(f"extension {name}", False, "not installed"))
+            elif wanted is not None and have != wanted:
+                checks.append(Check(f"extension {name}", False, f"version {have}, the image ships {wanted}"))
+            else:
+                checks.append(Check(f"extension {name}", True, f"version {have}"))
+        drift: list[str] = []
+        for name, planned in settings.items():
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            live = str(row[0]) if row else "?"
+            if not same_setting(live, planned):
+                drift.append(f"{name} is {live}, planned {planned}")
+        checks.append(Check("settings equal the plan", not drift, "; ".join(drift) or f"all {len(settings)} settings"))
+    return checks
+
+
+def check_app(app_url: str) -> Check:
+    url = app_url.rstrip("/") + "/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (the stack's own URL)
+            return Check("app /healthz", response.status == 200, f"{url} answered {response.status}")
+    except urllib.error.HTTPError as error:
+        return Check("app /healthz", False, f"{url} answered {error.code}")
+    except (urllib.error.URLError, OSError) as error:
+        return Check("app /healthz", False, f"{url}: {getattr(error, 'reason', error)}")
+
+
+def check_backups(shell_prefix: Sequence[str], backup_container: str) -> Check:
+    argv = [*shell_prefix, "docker", "exec", backup_container, "/bin/sh", "/usr/local/bin/memos-backup", "health"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    detail = (result.stdout.strip() or result.stderr.strip() or f"exit {result.returncode}").splitlines()[-1]
+    return Check("nightly backup", result.returncode == 0, detail)
+
+
+def with_endpoint(dsn: str, host: str, port: int) -> str:
+    """The program's DSN, pointed at an endpoint this machine can reach."""
+    parts = urlsplit(dsn)
+    credentials = parts.netloc.rsplit("@", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}:{port}"))
+
+
+def stack_outputs(stack: str) -> dict[str, Any]:
+    argv = ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"`{shlex.join(argv)}` failed: {result.stderr.strip()}")
+    return dict(json.loads(result.stdout))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def database_endpoint(outputs: Mapping[str, Any]) -> Generator[tuple[str, int]]:
+    """dev: the published loopback port; prod: an SSH tunnel to the database container."""
+    if "db_endpoint" in outputs:
+        host, _, port = str(outputs["db_endpoint"]).rpartition(":")
+        yield host, int(port)
+        return
+    ssh = shlex.split(str(outputs["ssh_command"]))
+    inspect = [*ssh, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+               str(outputs["db_container"])]  # fmt: skip
+    address = subprocess.run(inspect, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    port = _free_port()
+    tunnel = subprocess.Popen([*ssh[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
+                               "-L", f"127.0.0.1:{port}:{address}:5432", ssh[-1]])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and tunnel.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.3)
+        yield "127.0.0.1", port
+    finally:
+        tunnel.terminate()
+        tunnel.wait(timeout=10)
+
+
+def verify(outputs: Mapping[str, Any]) -> list[Check]:
+    shell_prefix = shlex.split(str(outputs["ssh_command"])) if "ssh_command" in outputs else []
+    with database_endpoint(outputs) as (host, port):
+        checks = check_database(
+            with_endpoint(str(outputs["app_dsn"]), host, port),
+            {str(k): str(v) for k, v in dict(outputs["db_settings"]).items()},
+            {str(k): (None if v is None else str(v)) for k, v in dict(outputs["db_extensions"]).items()},
+        )
+    checks.append(check_app(str(outputs["app_url"])))
+    checks.append(check_backups(shell_prefix, str(outputs["backup_container"])))
+    return checks
+
+
+def report(checks: Sequence[Check]) -> int:
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.verify", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--stack", required=True, help="the Pulumi stack to verify, e.g. dev or prod")
+    args = parser.parse_args(argv)
+    return report(verify(stack_outputs(args.stack)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
