@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
@@ -21,18 +21,26 @@ import pulumi_alicloud as alicloud
 from pulumi.runtime.config import is_config_secret
 
 from lib.ai import API_KEYS, AiPlan, plan_ai
+from lib.cloud_offer import EcsOffer, InstanceTypeOffer, memory_gib_to_mib, smallest_fitting
 from lib.config_reader import ConfigValues
 from lib.errors import ConfigError
 from lib.images import ImageRef, parse_image
 from lib.rds import backup_window
 from lib.releases import SCHEMA_EXISTS_KEY, check_app_release
 from lib.schedule import parse_daily_time
-from lib.tuning import Host, MemoryPlan, Reserves, Workload, app_share_without_database, plan_memory
+from lib.tuning import (
+    MIN_DATABASE_LIMIT_MIB,
+    Host,
+    MemoryPlan,
+    Reserves,
+    Workload,
+    app_share_without_database,
+    database_limit_mib,
+    plan_memory,
+)
 
 Stage = Literal["dev", "prod"]
 DatabaseKind = Literal["container", "rds"]
-#: Looks up an ECS instance type in the region: (vCPUs, memory in MiB), or None when it is not sold.
-InstanceShape = Callable[[str], "tuple[int, int] | None"]
 
 #: Config keys that hold secrets and are read only with `get_secret`.
 SECRET_KEYS = tuple(config_key for config_key, _ in API_KEYS.values())
@@ -136,11 +144,13 @@ class BackupSettings:
     uploader_image: ImageRef
     #: Package index the copier's build installs its hash-locked requirements from.
     pip_index_url: str
+    #: Memory limit of the OSS copier's container (used only with to_oss).
+    copier_memory_mib: int = OFFSITE_MEMORY_MIB
 
     @property
     def reserved_mib(self) -> int:
         """Everything the backups may use: the dump container and, with OSS, the copier."""
-        return self.memory_mib + (OFFSITE_MEMORY_MIB if self.to_oss else 0)
+        return self.memory_mib + (self.copier_memory_mib if self.to_oss else 0)
 
 
 @dataclass(frozen=True)
@@ -285,11 +295,13 @@ def _ecs(values: ConfigValues) -> EcsSettings:
     )
 
 
-def _host(values: ConfigValues, ecs: EcsSettings | None, instance_shape: InstanceShape | None) -> Host:
-    """The Docker host's vCPUs and memory: in prod the instance type's, as the cloud reports them.
+def _host(values: ConfigValues, ecs: EcsSettings | None, offer: EcsOffer | None) -> Host:
+    """The Docker host's vCPUs and memory: in prod the instance type's, as the region sells it.
 
     memos:hostVcpus / memos:hostMemoryMb (0 = not set) describe the developer's Docker in dev; in
     prod they may be set only to the instance type's own shape, so nothing has to be kept in step.
+    Prod's one lookup also answers whether the zone sells the type with the stack's disk category,
+    and the image is checked here too: a config the region cannot serve stops before any resource.
     """
     vcpus = values.integer("hostVcpus", minimum=0, maximum=256)
     memory = values.integer("hostMemoryMb", minimum=0, maximum=1048576)
@@ -303,22 +315,37 @@ def _host(values: ConfigValues, ecs: EcsSettings | None, instance_shape: Instanc
         if memory < 512:
             raise ConfigError("hostMemoryMb", f"{memory} is out of range; set a number between 512 and 1048576")
         return Host(vcpus=vcpus, memory_mib=memory)
-    if instance_shape is None:
-        raise ValueError("production settings need the instance type lookup (instance_shape)")
-    shape = instance_shape(ecs.instance_type)
-    if shape is None:
+    if offer is None:
+        raise ValueError("production settings need the region's ECS offer (offer)")
+    found = offer.instance_type(ecs.instance_type, ecs.disk_category)
+    if found is None:
         raise ConfigError(
             "instanceType",
-            f"{ecs.instance_type} is not sold in any zone of this region; pick one that `get_instance_types` lists",
+            f"{ecs.instance_type} is not sold with {ecs.disk_category} disks in any zone of this region; pick a "
+            "type that `aliyun ecs DescribeAvailableResource --DestinationResource InstanceType "
+            f"--SystemDiskCategory {ecs.disk_category}` lists, or another memos:diskCategory",
         )
-    if (vcpus and vcpus != shape[0]) or (memory and memory != shape[1]):
+    if ecs.zone_id not in found.zones:
+        raise ConfigError(
+            "zoneId",
+            f"{ecs.zone_id} does not offer {ecs.instance_type} with {ecs.disk_category} disks; "
+            f"zones that do: {', '.join(found.zones)}",
+        )
+    if (vcpus and vcpus != found.vcpus) or (memory and memory != found.memory_mib):
         raise ConfigError(
             "instanceType",
-            f"{ecs.instance_type} has {shape[0]} vCPU / {shape[1] / 1024:g} GiB, but the plan in memos:hostVcpus / "
-            f"memos:hostMemoryMb assumes {vcpus or shape[0]} vCPU / {(memory or shape[1]) / 1024:g} GiB; prod reads "
-            "the shape from the instance type, so remove those keys from the stack (pulumi config rm)",
+            f"{ecs.instance_type} has {found.vcpus} vCPU / {found.memory_mib / 1024:g} GiB, but the plan in "
+            f"memos:hostVcpus / memos:hostMemoryMb assumes {vcpus or found.vcpus} vCPU / "
+            f"{(memory or found.memory_mib) / 1024:g} GiB; prod reads the shape from the instance type, so remove "
+            "those keys from the stack (pulumi config rm)",
         )
-    return Host(vcpus=shape[0], memory_mib=shape[1])
+    if not offer.has_image(ecs.image_id):
+        raise ConfigError(
+            "imageId",
+            f"{ecs.image_id} is not an image this account can use in this region; list them with "
+            "`aliyun ecs DescribeImages --ImageOwnerAlias system --OSType linux`",
+        )
+    return Host(vcpus=found.vcpus, memory_mib=found.memory_mib)
 
 
 _RDS_ENGINE_VERSION = re.compile(r"^(?P<major>\d+)\.0$")
@@ -399,44 +426,8 @@ def _alarms(values: ConfigValues) -> AlarmSettings:
     )
 
 
-def load_settings(
-    values: ConfigValues,
-    *,
-    stack: str,
-    secret: Callable[[str], pulumi.Output[str]],
-    region: str | None,
-    instance_shape: InstanceShape | None = None,
-) -> StackSettings:
-    """Parse and validate the whole stack config; `secret(key)` returns a configured secret's Output.
-
-    `region` is the provider's `alicloud:region`, required in prod. `instance_shape` looks up an ECS
-    instance type (prod sizes everything from the shape the cloud reports, not from config).
-    """
-    for retired, why in RETIRED_KEYS.items():
-        if values.raw(retired) is not None:
-            raise ConfigError(retired, why)
-    stage = values.choice("stage", ("dev", "prod"))
-    prod = stage == "prod"
-    warnings: list[str] = []
-    if prod and not region:
-        raise ConfigError(
-            "alicloud:region", "is not set; prod runs on Alibaba Cloud: pulumi config set alicloud:region cn-hangzhou"
-        )
-
-    name_prefix = values.string("namePrefix")
-    if not _NAME_PREFIX.match(name_prefix):
-        raise ConfigError(
-            "namePrefix", f"{name_prefix!r} must be 2-21 lowercase letters, digits or dashes, starting with a letter"
-        )
-
-    protect = values.boolean("protectData")
-    if prod and not protect:
-        raise ConfigError(
-            "protectData",
-            "false is not allowed when memos:stage is prod: the database and its disk must be protected "
-            "and retained; to tear down on purpose, unprotect with `pulumi state unprotect` first",
-        )
-
+def _images(values: ConfigValues, *, prod: bool) -> tuple[Images, str | None]:
+    """The three pinned images, and a warning when the app's release could not be checked."""
     images = Images(
         app=parse_image("appImage", values.string("appImage"), require_pinned=prod),
         postgres=parse_image("postgresImage", values.string("postgresImage"), require_pinned=prod),
@@ -448,28 +439,33 @@ def load_settings(
             f"{images.postgres} is not a PostgreSQL 18 image; the settings and data directory layout are "
             "planned for 18, e.g. pgvector/pgvector:0.8.6-pg18-trixie",
         )
-    release_warning = check_app_release(
+    warning = check_app_release(
         images.app, ai_enabled=values.boolean("aiEnabled"), schema_exists=values.boolean(SCHEMA_EXISTS_KEY)
     )
-    if release_warning:
-        warnings.append(release_warning)
+    return images, warning
 
+
+def _proxy(values: ConfigValues) -> ProxySettings | None:
+    """Caddy in front of the app, only with memos:domain."""
     domain = values.string("domain").strip().lower()
-    proxy: ProxySettings | None = None
-    if domain:
-        if not _DOMAIN.match(domain):
-            raise ConfigError("domain", f"{domain!r} is not a DNS name such as memos.example.com")
-        email = values.string("acmeEmail").strip()
-        if not _EMAIL.match(email):
-            raise ConfigError(
-                "acmeEmail",
-                "must be an email address when memos:domain is set (Let's Encrypt sends expiry notices there); "
-                "run: pulumi config set memos:acmeEmail you@example.com",
-            )
-        proxy = ProxySettings(
-            domain=domain, acme_email=email, memory_mib=values.integer("proxyMemoryMb", minimum=32, maximum=1024)
+    if not domain:
+        return None
+    if not _DOMAIN.match(domain):
+        raise ConfigError("domain", f"{domain!r} is not a DNS name such as memos.example.com")
+    email = values.string("acmeEmail").strip()
+    if not _EMAIL.match(email):
+        raise ConfigError(
+            "acmeEmail",
+            "must be an email address when memos:domain is set (Let's Encrypt sends expiry notices there); "
+            "run: pulumi config set memos:acmeEmail you@example.com",
         )
+    return ProxySettings(
+        domain=domain, acme_email=email, memory_mib=values.integer("proxyMemoryMb", minimum=32, maximum=1024)
+    )
 
+
+def _app(values: ConfigValues, *, prod: bool, proxy: ProxySettings | None) -> AppSettings:
+    """The app container: memory, published port (none behind the proxy), public URL and time zone."""
     timezone = values.string("timezone")
     if timezone not in _iana_zones():
         raise ConfigError(
@@ -479,18 +475,19 @@ def load_settings(
     instance_url = values.string("instanceUrl").strip()
     if instance_url:
         instance_url = _url("instanceUrl", instance_url)
-    app_host_port = values.integer("appHostPort", minimum=1, maximum=65535)
-    app = AppSettings(
+    return AppSettings(
         memory_mib=values.integer("appMemoryMb", minimum=128, maximum=65536),
-        host_port=None if proxy else app_host_port,
+        host_port=None if proxy else values.integer("appHostPort", minimum=1, maximum=65535),
         public=prod and proxy is None,
         instance_url=instance_url,
         timezone=timezone,
     )
 
-    backup_time = parse_daily_time("backupTimeUtc", values.string("backupTimeUtc"))
+
+def _backup(values: ConfigValues, *, prod: bool) -> BackupSettings:
+    """Nightly dumps on the host, and the optional copies to OSS (prod: they need the instance's role)."""
     backup = BackupSettings(
-        time_utc=backup_time,
+        time_utc=parse_daily_time("backupTimeUtc", values.string("backupTimeUtc")),
         retention_days=values.integer("backupRetentionDays", minimum=1, maximum=365),
         to_oss=values.boolean("backupToOss"),
         memory_mib=values.integer("backupMemoryMb", minimum=32, maximum=1024),
@@ -502,17 +499,28 @@ def load_settings(
         raise ConfigError(
             "backupToOss", "copies dumps with the ECS instance's RAM role, which only prod has; set it to false in dev"
         )
+    return backup
 
+
+def _database(
+    values: ConfigValues,
+    *,
+    prod: bool,
+    name_prefix: str,
+    host: Host,
+    reserves: Reserves,
+    backup: BackupSettings,
+    offer: EcsOffer | None,
+    ecs: EcsSettings | None,
+) -> DatabaseSettings:
+    """Where PostgreSQL runs and, for the container, its memory plan inside the host's share."""
     db_port = values.integer("dbHostPort", minimum=0, maximum=65535)
     if prod and db_port:
         raise ConfigError(
             "dbHostPort",
             f"{db_port}: production never publishes the database; remove the key and reach it "
-            "with `ssh -L` instead (see the README's operations runbook)",
+            "with `ssh -L` instead (see the operations runbook)",
         )
-    if db_port and db_port == app_host_port:
-        raise ConfigError("dbHostPort", f"{db_port} is also memos:appHostPort; choose another port")
-
     kind = values.choice("database", ("container", "rds"))
     if kind == "rds" and not prod:
         raise ConfigError(
@@ -520,43 +528,52 @@ def load_settings(
             "rds runs ApsaraDB RDS next to the production ECS host, which dev does not have; use container in dev",
         )
     rds = _rds(values, backup, kind, name_prefix)
-    ecs = _ecs(values) if prod else None
-    host = _host(values, ecs, instance_shape)
-    reserves = Reserves(
-        os_mib=values.integer("osReserveMb", minimum=128, maximum=65536),
-        docker_mib=values.integer("dockerReserveMb", minimum=32, maximum=65536),
-        app_mib=app.memory_mib,
-        proxy_mib=proxy.memory_mib if proxy else 0,
-        backup_mib=backup.reserved_mib,
-    )
     workload = Workload(
         expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
         max_connections=values.integer("dbMaxConnections", minimum=10, maximum=1000),
     )
-    plan: MemoryPlan | None = None
-    if kind == "rds":
-        if backup.to_oss:
-            raise ConfigError(
-                "backupToOss",
-                "copies the dump container's dumps to OSS, and with memos:database rds there is no dump container "
-                "(RDS keeps its own backups for memos:backupRetentionDays days); set it to false",
-            )
-        # No database or dump container: their memory goes to the app.
-        app = replace(app, memory_mib=app_share_without_database(host, reserves))
-    else:
-        plan = plan_memory(host, reserves, workload)
-    database = DatabaseSettings(
-        plan=plan,
+    return DatabaseSettings(
+        plan=None if kind == "rds" else _plan(host, reserves, workload, offer=offer, ecs=ecs),
         host_port=db_port or None,
         password_generation=values.integer("dbPasswordGeneration", minimum=1, maximum=1_000_000),
         superuser_password_generation=values.integer("dbSuperuserPasswordGeneration", minimum=1, maximum=1_000_000),
         rds=rds if kind == "rds" else None,
     )
 
+
+def _plan(
+    host: Host, reserves: Reserves, workload: Workload, *, offer: EcsOffer | None, ecs: EcsSettings | None
+) -> MemoryPlan:
+    """The database container's plan. In prod the host is the instance type, so a host too small for
+    the database's share is reported against memos:instanceType, with the smallest type that fits."""
+    limit = database_limit_mib(host, reserves)
+    if ecs is not None and offer is not None and limit < MIN_DATABASE_LIMIT_MIB:
+
+        def fits(candidate: InstanceTypeOffer) -> bool:
+            try:
+                plan_memory(Host(vcpus=candidate.vcpus, memory_mib=candidate.memory_mib), reserves, workload)
+            except ConfigError:
+                return False
+            return True
+
+        smallest = smallest_fitting(offer.instance_types(ecs.disk_category), fits)
+        raise ConfigError(
+            "instanceType",
+            f"{ecs.instance_type} has {host.vcpus} vCPU / {host.memory_mib / 1024:g} GiB, which leaves {limit} MiB "
+            f"for PostgreSQL after the OS ({reserves.os_mib}), Docker ({reserves.docker_mib}), the app "
+            f"({reserves.app_mib}), the proxy ({reserves.proxy_mib}) and backups ({reserves.backup_mib}); it needs "
+            f"at least {MIN_DATABASE_LIMIT_MIB} MiB: choose "
+            + (f"{smallest}, the smallest type this region sells that fits" if smallest else "a larger type")
+            + ", or lower memos:appMemoryMb",
+        )
+    return plan_memory(host, reserves, workload)
+
+
+def _ai(values: ConfigValues, *, stack: str, secret: Callable[[str], pulumi.Output[str]]) -> AiSettings:
+    """The AI providers the app uses, and their keys as secret Outputs (refused when stored in plain text)."""
     configured: list[str] = []
     for provider, (config_key, _) in API_KEYS.items():
-        raw = values.raw(config_key)
-        if raw is None:
+        if values.raw(config_key) is None:
             continue
         if not values.is_secret(config_key):
             raise ConfigError(
@@ -566,7 +583,7 @@ def load_settings(
                 f"`pulumi config set --secret memos:{config_key} <new-key>`",
             )
         configured.append(provider)
-    ai_plan = plan_ai(
+    plan = plan_ai(
         enabled=values.boolean("aiEnabled"),
         embedding_provider=values.string("aiEmbeddingProvider"),
         llm_provider=values.string("aiLlmProvider"),
@@ -582,10 +599,74 @@ def load_settings(
         configured_keys=configured,
         stack=stack,
     )
-    ai = AiSettings(
-        plan=ai_plan,
-        keys={provider: secret(API_KEYS[provider][0]) for provider in ai_plan.key_providers},
+    return AiSettings(plan=plan, keys={provider: secret(API_KEYS[provider][0]) for provider in plan.key_providers})
+
+
+def load_settings(
+    values: ConfigValues,
+    *,
+    stack: str,
+    secret: Callable[[str], pulumi.Output[str]],
+    region: str | None,
+    offer: EcsOffer | None = None,
+) -> StackSettings:
+    """Parse and validate the whole stack config; `secret(key)` returns a configured secret's Output.
+
+    Each section is read by its own function; what spans sections is checked here. `region` is the
+    provider's `alicloud:region`, required in prod. `offer` is what the region sells (prod sizes
+    everything from the instance type the cloud reports, not from config).
+    """
+    for retired, why in RETIRED_KEYS.items():
+        if values.raw(retired) is not None:
+            raise ConfigError(retired, why)
+    stage = values.choice("stage", ("dev", "prod"))
+    prod = stage == "prod"
+    if prod and not region:
+        raise ConfigError(
+            "alicloud:region", "is not set; prod runs on Alibaba Cloud: pulumi config set alicloud:region cn-hangzhou"
+        )
+    name_prefix = values.string("namePrefix")
+    if not _NAME_PREFIX.match(name_prefix):
+        raise ConfigError(
+            "namePrefix", f"{name_prefix!r} must be 2-21 lowercase letters, digits or dashes, starting with a letter"
+        )
+    protect = values.boolean("protectData")
+    if prod and not protect:
+        raise ConfigError(
+            "protectData",
+            "false is not allowed when memos:stage is prod: the database and its disk must be protected "
+            "and retained; to tear down on purpose, unprotect with `pulumi state unprotect` first",
+        )
+
+    images, release_warning = _images(values, prod=prod)
+    proxy = _proxy(values)
+    app = _app(values, prod=prod, proxy=proxy)
+    backup = _backup(values, prod=prod)
+    ecs = _ecs(values) if prod else None
+    host = _host(values, ecs, offer)
+    reserves = Reserves(
+        os_mib=values.integer("osReserveMb", minimum=128, maximum=65536),
+        docker_mib=values.integer("dockerReserveMb", minimum=32, maximum=65536),
+        app_mib=app.memory_mib,
+        proxy_mib=proxy.memory_mib if proxy else 0,
+        backup_mib=backup.reserved_mib,
     )
+    database = _database(
+        values, prod=prod, name_prefix=name_prefix, host=host, reserves=reserves, backup=backup, offer=offer, ecs=ecs
+    )
+
+    # Rules across sections.
+    if database.host_port is not None and database.host_port == values.integer("appHostPort", minimum=1, maximum=65535):
+        raise ConfigError("dbHostPort", f"{database.host_port} is also memos:appHostPort; choose another port")
+    if database.kind == "rds":
+        if backup.to_oss:
+            raise ConfigError(
+                "backupToOss",
+                "copies the dump container's dumps to OSS, and with memos:database rds there is no dump container "
+                "(RDS keeps its own backups for memos:backupRetentionDays days); set it to false",
+            )
+        # No database or dump container: their memory goes to the app.
+        app = replace(app, memory_mib=app_share_without_database(host, reserves))
 
     return StackSettings(
         stack=stack,
@@ -597,11 +678,11 @@ def load_settings(
         images=images,
         app=app,
         database=database,
-        ai=ai,
+        ai=_ai(values, stack=stack, secret=secret),
         backup=backup,
         proxy=proxy,
         ecs=ecs,
-        warnings=tuple(warnings),
+        warnings=(release_warning,) if release_warning else (),
         alarms=_alarms(values) if prod else None,
     )
 
@@ -612,20 +693,49 @@ def from_pulumi_config() -> StackSettings:
     values = ConfigValues(config.get, is_secret=lambda key: is_config_secret(f"memos:{key}"))
     region = pulumi.Config("alicloud").get("region")
     settings = load_settings(
-        values, stack=pulumi.get_stack(), secret=config.require_secret, region=region, instance_shape=_instance_shape
+        values, stack=pulumi.get_stack(), secret=config.require_secret, region=region, offer=AlicloudEcsOffer()
     )
     for warning in settings.warnings:
         pulumi.log.warn(warning)
     return settings
 
 
-def _instance_shape(instance_type: str) -> tuple[int, int] | None:
-    """vCPUs and MiB of an ECS instance type, from the region's `get_instance_types` lookup."""
-    found = alicloud.ecs.get_instance_types(instance_type=instance_type)
-    for shape in found.instance_types:
-        if shape.id == instance_type:
-            return shape.cpu_core_count, round(float(shape.memory_size) * 1024)
-    return None
+class AlicloudEcsOffer:
+    """The region's ECS offer from the alicloud lookups (called only for a prod stack)."""
+
+    def instance_type(self, instance_type: str, system_disk_category: str) -> InstanceTypeOffer | None:
+        found = _offered(self.instance_types(system_disk_category, instance_type=instance_type), instance_type)
+        return found[0] if found else None
+
+    def instance_types(
+        self, system_disk_category: str, *, instance_type: str | None = None
+    ) -> Sequence[InstanceTypeOffer]:
+        try:
+            found = alicloud.ecs.get_instance_types(
+                instance_type=instance_type, system_disk_category=system_disk_category
+            )
+        except Exception as error:
+            # DescribeAvailableResource answering no zone at all is the provider's error, not an empty list
+            # (service_alicloud_ecs.go); that is "not sold", anything else is a real failure.
+            if "There are no available zones" in str(error):
+                return []
+            raise
+        return [
+            InstanceTypeOffer(
+                id=t.id,
+                vcpus=t.cpu_core_count,
+                memory_mib=memory_gib_to_mib(t.memory_size),
+                zones=tuple(sorted(t.availability_zones)),
+            )
+            for t in found.instance_types
+        ]
+
+    def has_image(self, image_id: str) -> bool:
+        return any(image.id == image_id for image in alicloud.ecs.get_images(image_id=image_id).images)
+
+
+def _offered(offers: Sequence[InstanceTypeOffer], instance_type: str) -> list[InstanceTypeOffer]:
+    return [o for o in offers if o.id == instance_type and o.zones]
 
 
 def _iana_zones() -> frozenset[str]:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
+from components.container_defaults import (
+    REPLACE_ON,
+    baseline,
+    container_labels,
+    healthcheck,
+    pinned_image,
+    unprivileged,
+)
 from lib.app_env import (
     APP_PORT,
     APP_UID,
@@ -68,12 +75,7 @@ class MemosApp(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MemosAppArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:MemosApp", name, None, opts)
-        image = docker.RemoteImage(
-            f"{name}-image",
-            name=args.image,
-            keep_locally=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        image = pinned_image(f"{name}-image", args.image, self)
 
         def secret_file(path: str, content: pulumi.Output[str]) -> docker.ContainerUploadArgs:
             return docker.ContainerUploadArgs(
@@ -120,7 +122,7 @@ class MemosApp(pulumi.ComponentResource):
             if fixed_port
             else [],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path=DATA_DIR)],
-            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
+            labels=container_labels(args.labels),
             **baseline(args.memory_mib),
             **unprivileged(),
             opts=pulumi.ResourceOptions(

@@ -21,7 +21,13 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
+from components.container_defaults import (
+    REPLACE_ON,
+    baseline,
+    container_labels,
+    healthcheck,
+    unprivileged,
+)
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "ops"
 BACKUP_SCRIPT = "/usr/local/bin/memos-backup"
@@ -129,7 +135,7 @@ class DatabaseBackups(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DatabaseBackupsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:DatabaseBackups", name, None, opts)
-        labels = [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())]
+        labels = container_labels(args.labels)
         hour, minute = args.time_utc
         container = docker.Container(
             f"{name}-server",

@@ -5,13 +5,16 @@ swap on top, rotated logs, and a stop grace period that the provider honours on 
 default is an immediate kill). `unprivileged()` adds what every container that needs no privileges
 gets: no capabilities and no privilege escalation. `healthcheck()` writes a healthcheck the way the
 provider reads it back, and `REPLACE_ON` lists the attributes whose edit the provider never applies.
+`stack_labels()` and `container_labels()` are the labels every Docker object of the stack carries, and
+`pinned_image()` the image resource every container runs from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
+import pulumi
 import pulumi_docker as docker
 
 from lib.go_duration import go_duration
@@ -77,3 +80,22 @@ def healthcheck(
         retries=retries,
         start_period=go_duration(start_period_s),
     )
+
+
+def stack_labels(stack: str) -> dict[str, str]:
+    """The labels that mark a Docker object as this stack's (and let an operator filter on them)."""
+    return {"org.memos-infra.project": "memos", "org.memos-infra.stack": stack}
+
+
+def container_labels(labels: Mapping[str, str]) -> list[docker.ContainerLabelArgs]:
+    """`labels` as the container resource takes them, sorted so that their order never diffs."""
+    return [docker.ContainerLabelArgs(label=key, value=value) for key, value in sorted(labels.items())]
+
+
+def pinned_image(name: str, reference: str, parent: pulumi.Resource) -> docker.RemoteImage:
+    """The image a container runs from; its old version leaves the host once nothing uses it.
+
+    `keep_locally=False` makes the provider remove the previous image when the reference changes, so
+    upgrades do not fill the data disk; give the container `image.image_id`, not the tag.
+    """
+    return docker.RemoteImage(name, name=reference, keep_locally=False, opts=pulumi.ResourceOptions(parent=parent))

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.container_defaults import REPLACE_ON, baseline, healthcheck
+from components.container_defaults import REPLACE_ON, baseline, container_labels, healthcheck, pinned_image
 from components.passwords import generated_password
 from lib.app_env import dsn
 from lib.database_sql import INIT_SQL, role_job_sql, scram_sha256_verifier
@@ -79,12 +79,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
         superuser_password = generated_password(f"{name}-superuser-password", args.superuser_password_generation, child)
         app_password = generated_password(f"{name}-app-password", args.app_password_generation, child)
 
-        image = docker.RemoteImage(
-            f"{name}-image",
-            name=args.image,
-            keep_locally=False,
-            opts=child,
-        )
+        image = pinned_image(f"{name}-image", args.image, self)
 
         plan = args.plan
         container = docker.Container(
@@ -139,7 +134,7 @@ class PgvectorDatabase(pulumi.ComponentResource):
                 else []
             ),
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path=DATA_MOUNT)],
-            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
+            labels=container_labels(args.labels),
             # The image stops on SIGINT (fast shutdown with a checkpoint); give it time to finish.
             **baseline(plan.database_limit_mib, stop_seconds=60),
             opts=pulumi.ResourceOptions(

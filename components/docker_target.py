@@ -18,6 +18,7 @@ import pulumi
 import pulumi_docker as docker
 
 from lib.errors import ConfigError
+from lib.host_scripts import SshTarget, ssh_argv, ssh_options
 
 #: The engine's socket when DOCKER_HOST is unset (the provider's and the CLI's default on Linux and macOS).
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -78,9 +79,8 @@ def local_docker_target(environ: Mapping[str, str] | None = None) -> DockerTarge
 
 def remote_docker_target(
     *,
-    user: str,
+    ssh: SshTarget,
     address: pulumi.Output[str],
-    ssh_options: Sequence[str],
     ready: pulumi.Resource,
     host: pulumi.Resource,
     environ: Mapping[str, str] | None = None,
@@ -89,13 +89,13 @@ def remote_docker_target(
     refuse_docker_context(os.environ if environ is None else environ)
     provider = docker.Provider(
         "docker",
-        host=pulumi.Output.concat("ssh://", user, "@", address),
-        ssh_opts=list(ssh_options),
+        host=pulumi.Output.concat("ssh://", ssh.user, "@", address),
+        ssh_opts=ssh_options(ssh),
         opts=pulumi.ResourceOptions(depends_on=[ready]),
     )
     return DockerTarget(
         provider=provider,
-        shell_prefix=address.apply(lambda ip: ["ssh", *ssh_options, f"{user}@{ip}"]),
+        shell_prefix=address.apply(lambda ip: ssh_argv(ssh, ip)),
         address=address,
         resources=(provider, host),
     )

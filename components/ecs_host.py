@@ -21,7 +21,6 @@ import base64
 import contextlib
 import hashlib
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +28,8 @@ import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_command as command
 
-from lib.cloud_init import DATA_MOUNT, DOCKER_ROOT, CloudInitInputs, disk_serial, render
-from lib.errors import ConfigError
+from lib.cloud_init import CloudInitInputs, disk_serial, render
+from lib.host_scripts import SshTarget, drain_command, ready_command, ssh_argv
 from lib.ssh_keys import key_pair_name
 from settings import EcsSettings
 
@@ -43,11 +42,8 @@ class EcsHostArgs:
     ecs: EcsSettings
     #: Prefix for cloud resource names.
     name_prefix: str
-    #: Shape the memory plan assumes; the instance type must have exactly this.
-    vcpus: int
-    memory_mib: int
-    #: Stack name (keeps this stack's SSH host keys apart from others).
-    stack: str
+    #: How the operator's machine logs in to the host.
+    ssh: SshTarget
     #: Protect the instance, and protect and retain the data disk and the elastic IP.
     protect: bool
     #: Public app port when no proxy fronts the app, else None.
@@ -56,93 +52,6 @@ class EcsHostArgs:
     ram_role_name: pulumi.Input[str] | None
     #: Tags for every cloud resource.
     tags: Mapping[str, str]
-
-
-def known_hosts_file(stack: str) -> str:
-    return f"~/.ssh/memos-{stack}.known_hosts"
-
-
-def ssh_options(ecs: EcsSettings, stack: str) -> list[str]:
-    """Options for the system `ssh` client, shared by the Docker provider and the host commands.
-
-    The key comes from the agent, or from the configured key file; it is never read by Pulumi.
-    A new instance's host key is accepted on first contact (the readiness command forgets the
-    previous instance's key when it runs for a new one) and pinned from then on, in a file of this
-    stack's own.
-    """
-    settings = [
-        "BatchMode=yes",
-        "StrictHostKeyChecking=accept-new",
-        f"UserKnownHostsFile={known_hosts_file(stack)}",
-        "ConnectTimeout=10",
-        "ServerAliveInterval=30",
-    ]
-    if ecs.ssh_private_key_path:
-        settings.append("IdentitiesOnly=yes")
-    options = [arg for setting in settings for arg in ("-o", setting)]
-    if ecs.ssh_private_key_path:
-        options += ["-i", ecs.ssh_private_key_path]
-    return options
-
-
-def operator_ssh_command(ecs: EcsSettings, stack: str, address: str) -> str:
-    """An interactive `ssh` command for operators, using this stack's pinned host key."""
-    options = ["-o", f"UserKnownHostsFile={known_hosts_file(stack)}"]
-    if ecs.ssh_private_key_path:
-        options += ["-i", ecs.ssh_private_key_path]
-    return shlex.join(["ssh", *options, f"{ecs.ssh_user}@{address}"])
-
-
-def ready_script() -> str:
-    """Runs on the host: wait for cloud-init, then require Docker with its data root on the data disk.
-
-    `cloud-init status --wait` exits 0 when done, 1 on an unrecoverable error and (cloud-init 23.4
-    and later) 2 when it finished with recoverable errors, e.g. a deprecated key: only 1 (or any other
-    code) fails; with 2 the long status goes to stderr as a warning and the Docker check decides.
-    """
-    return (
-        "cloud-init status --wait >/dev/null; status=$?; "
-        'if [ "$status" -eq 2 ]; then echo "cloud-init finished with recoverable errors:" >&2; '
-        "cloud-init status --long >&2; "
-        'elif [ "$status" -ne 0 ]; then cloud-init status --long; exit 1; fi; '
-        f"root=$(docker info --format '{{{{.DockerRootDir}}}}') && "
-        f'test "$root" = {DOCKER_ROOT} || {{ echo "docker data root is $root, not {DOCKER_ROOT}" >&2; exit 1; }}'
-    )
-
-
-def drain_script() -> str:
-    """Runs on the old host before its data disk is detached: stop Docker, unmount the disk."""
-    # live-restore keeps containers running without dockerd, so stop them first (PostgreSQL gets
-    # the same grace period as on a normal replacement).
-    return (
-        "docker ps -q | xargs -r docker stop -t 60 && "
-        f"systemctl stop docker.socket docker.service containerd.service && sync && umount {DATA_MOUNT}"
-    )
-
-
-#: Exit status of `ssh` itself (connection or authentication failure), never of the remote command.
-SSH_FAILED = 255
-#: ssh's own messages for failures that are not "the host does not answer": these must not be skipped.
-_SSH_REFUSALS = ("Permission denied", "Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
-
-
-def drain_command(ssh_argv: Sequence[str]) -> str:
-    """The readiness command's delete step: drain the old host, or go on without it if it is dead.
-
-    A host that does not answer within ssh's bounded connect (ConnectTimeout x ConnectionAttempts)
-    cannot be drained, and insisting would block its own replacement. Then the step warns and
-    succeeds: the disk is detached as after a power cut, which PostgreSQL's WAL and ext4's journal
-    recover from. An authentication or host-key failure means the host may be alive: it fails.
-    """
-    ssh = shlex.join([*ssh_argv[:1], "-o", "ConnectionAttempts=3", *ssh_argv[1:], drain_script()])
-    refusals = " ".join(f"-e {shlex.quote(text)}" for text in _SSH_REFUSALS)
-    return (
-        f"out=$({ssh} 2>&1); status=$?; printf '%s\n' \"$out\"; "
-        f'if [ "$status" -eq {SSH_FAILED} ] && ! printf \'%s\' "$out" | grep -q {refusals}; then '
-        'echo "warning: the old host does not answer over SSH; detaching its data disk without a drain '
-        '(PostgreSQL recovers as after a power cut)" >&2; exit 0; fi; '
-        'exit "$status"'
-    )
 
 
 def _rule_key(cidr: str) -> str:
@@ -164,7 +73,6 @@ class EcsHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: EcsHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:EcsHost", name, None, opts)
         ecs = args.ecs
-        self._check_lookups(args)
         child = pulumi.ResourceOptions(parent=self)
         prefix = args.name_prefix
         tags = dict(args.tags)
@@ -328,21 +236,10 @@ class EcsHost(pulumi.ComponentResource):
         )
 
         address = public_ip.ip_address
-        ssh = address.apply(lambda ip: shlex.join(["ssh", *ssh_options(ecs, args.stack), f"{ecs.ssh_user}@{ip}"]))
-        forget_old_host_key = address.apply(
-            lambda ip: (
-                f'mkdir -p "$HOME/.ssh" && {{ ssh-keygen -R {shlex.quote(ip)} '
-                f'-f "$HOME/.ssh/memos-{args.stack}.known_hosts" >/dev/null 2>&1 || true; }}'
-            )
-        )
         self.ready = command.local.Command(
             f"{name}-docker-ready",
-            create=pulumi.Output.all(forget_old_host_key, ssh).apply(
-                lambda parts: f"{parts[0]} && {parts[1]} -o ConnectionAttempts=60 {shlex.quote(ready_script())}"
-            ),
-            delete=address.apply(
-                lambda ip: drain_command(["ssh", *ssh_options(ecs, args.stack), f"{ecs.ssh_user}@{ip}"])
-            ),
+            create=address.apply(lambda ip: ready_command(args.ssh, ip)),
+            delete=address.apply(lambda ip: drain_command(ssh_argv(args.ssh, ip))),
             # Runs again for every new instance, disk attachment or address association.
             triggers=[instance.id, attachment.id, association.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, association]),
@@ -365,54 +262,6 @@ class EcsHost(pulumi.ComponentResource):
                 "cloud_init_sha256": self.cloud_init_sha256,
             }
         )
-
-    @staticmethod
-    def _check_lookups(args: EcsHostArgs) -> None:
-        """Fail the preview, with the key to fix, when the zone, shape or image is not what config says."""
-        ecs = args.ecs
-        # The data source filters only on a few legacy disk categories (not cloud_essd_entry or
-        # cloud_auto, which it refuses before the call), so ask for the details and filter here.
-        zones = alicloud.get_zones(
-            available_instance_type=ecs.instance_type,
-            available_resource_creation="Instance",
-            enable_details=True,
-        )
-        categories = {zone.id: set(zone.available_disk_categories) for zone in zones.zones}
-        if not categories:
-            raise ConfigError(
-                "instanceType",
-                f"{ecs.instance_type} is not sold in any zone of this region; pick one that `get_instance_types` lists",
-            )
-        zone_ids = sorted(zone_id for zone_id, offered in categories.items() if ecs.disk_category in offered)
-        if ecs.zone_id not in zone_ids:
-            raise ConfigError(
-                "zoneId",
-                f"{ecs.zone_id} does not offer {ecs.instance_type} with {ecs.disk_category} disks; "
-                f"zones that do: {', '.join(zone_ids) or 'none in this region (try another memos:diskCategory)'}",
-            )
-        found = alicloud.ecs.get_instance_types(instance_type=ecs.instance_type, availability_zone=ecs.zone_id)
-        shapes = [t for t in found.instance_types if t.id == ecs.instance_type]
-        if not shapes:
-            raise ConfigError(
-                "instanceType",
-                f"{ecs.instance_type} is not sold in {ecs.zone_id}; pick one that `get_instance_types` lists",
-            )
-        shape = shapes[0]
-        wanted_gib = args.memory_mib / 1024
-        if shape.cpu_core_count != args.vcpus or float(shape.memory_size) != wanted_gib:
-            raise ConfigError(
-                "instanceType",
-                f"{ecs.instance_type} has {shape.cpu_core_count} vCPU / {shape.memory_size:g} GiB, but the memory plan "
-                f"assumes {args.vcpus} vCPU / {wanted_gib:g} GiB (memos:hostVcpus, memos:hostMemoryMb); choose a "
-                "type with that shape, e.g. ecs.e-c1m1.large, or change those keys",
-            )
-        images = alicloud.ecs.get_images(image_id=ecs.image_id)
-        if not any(image.id == ecs.image_id for image in images.images):
-            raise ConfigError(
-                "imageId",
-                f"{ecs.image_id} is not an image this account can use in this region; list them with "
-                "`aliyun ecs DescribeImages --ImageOwnerAlias system --OSType linux`",
-            )
 
 
 def _warn_on_cloud_init_drift(parts: Sequence[str | None]) -> None:

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.container_defaults import REPLACE_ON, baseline, healthcheck, unprivileged
+from components.container_defaults import (
+    REPLACE_ON,
+    baseline,
+    container_labels,
+    healthcheck,
+    pinned_image,
+    unprivileged,
+)
 from lib.app_env import gomemlimit_mib
 from lib.caddyfile import ADMIN, caddyfile
 
@@ -50,9 +57,7 @@ class HttpsProxy(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: HttpsProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:HttpsProxy", name, None, opts)
-        image = docker.RemoteImage(
-            f"{name}-image", name=args.image, keep_locally=False, opts=pulumi.ResourceOptions(parent=self)
-        )
+        image = pinned_image(f"{name}-image", args.image, self)
         bind_ip = "0.0.0.0" if args.public else "127.0.0.1"  # noqa: S104 (public only in prod)
         container = docker.Container(
             f"{name}-server",
@@ -82,7 +87,7 @@ class HttpsProxy(pulumi.ComponentResource):
             ],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.data_volume_name, container_path="/data")],
             tmpfs={"/config": "rw,noexec,nosuid,size=8m"},
-            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(args.labels.items())],
+            labels=container_labels(args.labels),
             **baseline(args.memory_mib),
             **unprivileged(keep=["NET_BIND_SERVICE"]),
             opts=pulumi.ResourceOptions(

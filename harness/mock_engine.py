@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pulumi
 import yaml
 from google.protobuf import json_format
@@ -27,12 +28,16 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.settings import get_root_resource, set_root_resource
 from pulumi.runtime.stack import Stack
 
+from lib.cloud_offer import SYSTEM_DISK_CATEGORIES, EcsOffer, InstanceTypeOffer
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 PROJECT = "memos"
 
 #: Instance types the mocked lookup knows, with (vCPUs, GiB), as `get_instance_types` reports them.
 INSTANCE_TYPES: Mapping[str, tuple[int, float]] = {
+    "ecs.t5-lc1m1.small": (1, 1.0),
+    "ecs.t5-lc1m2.small": (1, 2.0),
     "ecs.e-c1m1.large": (2, 2.0),
     "ecs.u1-c1m1.large": (2, 2.0),
     "ecs.e-c1m2.large": (2, 4.0),
@@ -52,18 +57,6 @@ ZONE_DISK_CATEGORIES: Mapping[str, tuple[str, ...]] = {
 ZONES = tuple(ZONE_DISK_CATEGORIES)
 #: The account id `get_account` answers (an Alibaba Cloud UID is 16 digits).
 ACCOUNT_ID = "1234567890123456"
-#: What the provider accepts for `get_zones(available_disk_category=...)`: the Terraform data source
-#: validates the argument with StringInSlice before any API call (alicloud/data_source_alicloud_zones.go),
-#: and the bridge turns the failure into an invoke error.
-ZONE_FILTER_DISK_CATEGORIES = (
-    "all",
-    "cloud",
-    "ephemeral_ssd",
-    "cloud_essd",
-    "cloud_efficiency",
-    "cloud_ssd",
-    "local_disk",
-)
 IMAGES = ("ubuntu_24_04_x64_20G_alibase_20250722.vhd", "ubuntu_22_04_x64_20G_alibase_20250722.vhd")
 
 #: ApsaraDB RDS for PostgreSQL as its lookups describe it: major versions 14.0-18.0 (14 is the first
@@ -98,10 +91,29 @@ RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
 }  # fmt: skip
 
 
-def mock_instance_shape(instance_type: str) -> tuple[int, int] | None:
-    """What the program's instance type lookup returns for the mocked table: (vCPUs, MiB)."""
-    shape = INSTANCE_TYPES.get(instance_type)
-    return None if shape is None else (shape[0], round(shape[1] * 1024))
+class MockEcsOffer:
+    """The region's ECS offer from the same tables the mocked lookups answer from, for code that parses
+    settings outside a program run (the offline check, the project-file tests)."""
+
+    def instance_type(self, instance_type: str, system_disk_category: str) -> InstanceTypeOffer | None:
+        found = [o for o in self.instance_types(system_disk_category) if o.id == instance_type]
+        return found[0] if found else None
+
+    def instance_types(self, system_disk_category: str) -> list[InstanceTypeOffer]:
+        answer = instance_types_answer({"systemDiskCategory": system_disk_category})
+        return [
+            InstanceTypeOffer(
+                id=t["id"], vcpus=t["cpuCoreCount"], memory_mib=round(t["memorySize"] * 1024),
+                zones=tuple(t["availabilityZones"]),
+            )
+            for t in answer["instanceTypes"]
+        ]  # fmt: skip
+
+    def has_image(self, image_id: str) -> bool:
+        return image_id in IMAGES
+
+
+MOCK_ECS_OFFER: EcsOffer = MockEcsOffer()
 
 
 def _config_value(value: Any) -> str:
@@ -222,22 +234,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "alicloud:index/getAccount:getAccount":
             return {"id": ACCOUNT_ID}, []
-        if args.token == "alicloud:index/getZones:getZones":
-            return zones_answer(dict(args.args)), []
         if args.token == "alicloud:ecs/getInstanceTypes:getInstanceTypes":
-            wanted = args.args.get("instanceType")
-            types = [
-                {
-                    "id": name,
-                    "cpuCoreCount": cpus,
-                    "memorySize": mem,
-                    "family": name.rsplit(".", 1)[0],
-                    "availabilityZones": list(ZONES),
-                }
-                for name, (cpus, mem) in INSTANCE_TYPES.items()
-                if wanted in (None, name)
-            ]
-            return {"instanceTypes": types, "ids": [t["id"] for t in types]}, []
+            return instance_types_answer(dict(args.args)), []
         if args.token == "alicloud:ecs/getImages:getImages":
             wanted = args.args.get("imageId")
             images = [{"id": i, "imageId": i, "name": i} for i in IMAGES if wanted in (None, i)]
@@ -247,12 +245,59 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise AssertionError(f"the program made an invoke the mocks do not know: {args.token}")
 
 
+class ProviderInvokeError(grpc.RpcError):
+    """A data source's failure as the engine relays it: a gRPC error the SDK turns into a catchable
+    `Exception("invoke of <token> failed: <details>")` at the call site, as a real provider's does."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return self._details
+
+
+def instance_types_answer(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`ecs.get_instance_types` as the provider answers it (data_source_alicloud_instance_types.go, v1.247.0).
+
+    A `system_disk_category` outside the provider's list is refused before the call. The provider asks
+    DescribeAvailableResource for the zones that sell instance types with that system disk, fails when
+    no zone does, and reports each type with the zones that sell it (a type no zone sells is left out).
+    """
+    category = args.get("systemDiskCategory")
+    if category is not None and category not in SYSTEM_DISK_CATEGORIES:
+        raise ProviderInvokeError(
+            "invoking alicloud:ecs/getInstanceTypes:getInstanceTypes: expected system_disk_category to be one of "
+            f"{list(SYSTEM_DISK_CATEGORIES)}, got {category}"
+        )
+    zones = [z for z, offered in ZONE_DISK_CATEGORIES.items() if category is None or category in offered]
+    zones = [z for z in zones if args.get("availabilityZone") in (None, z)]
+    if not zones:
+        raise ProviderInvokeError("There are no available zones in the API DescribeAvailableResource response")
+    wanted = args.get("instanceType")
+    types = [
+        {
+            "id": name,
+            "cpuCoreCount": cpus,
+            "memorySize": mem,
+            "family": name.rsplit(".", 1)[0],
+            "availabilityZones": sorted(zones),
+        }
+        for name, (cpus, mem) in INSTANCE_TYPES.items()
+        if wanted in (None, name)
+    ]
+    return {"instanceTypes": types, "ids": [t["id"] for t in types]}
+
+
 def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """The RDS engines and classes data sources, refusing the filter values the provider refuses."""
     for key, allowed in RDS_FILTERS[token].items():
         value = args.get(key)
         if value is not None and value not in allowed:
-            raise Exception(f"invoking {token}: expected {key} to be one of {list(allowed)}, got {value}")
+            raise ProviderInvokeError(f"invoking {token}: expected {key} to be one of {list(allowed)}, got {value}")
     zone = args.get("zoneId")
     zones = [z for z in RDS_ZONES if zone in (None, z)]
     storage = args.get("dbInstanceStorageType")
@@ -287,43 +332,6 @@ def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if args.get("dbInstanceClass") in (None, name)
     ]
     return {"instanceClasses": classes, "ids": [c["instanceClass"] for c in classes]}
-
-
-def zones_answer(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The zones data source as the provider answers it.
-
-    An `available_disk_category` outside the provider's list is refused before the call. Without
-    `enable_details` the provider fills in only each zone's id: the detail lists stay empty.
-    """
-    category = args.get("availableDiskCategory")
-    if category is not None and category not in ZONE_FILTER_DISK_CATEGORIES:
-        raise Exception(
-            f"invoking alicloud:index/getZones:getZones: expected available_disk_category to be one of "
-            f"{list(ZONE_FILTER_DISK_CATEGORIES)}, got {category}"
-        )
-    instance_type = args.get("availableInstanceType")
-    details = bool(args.get("enableDetails"))
-    zones = [
-        zone
-        for zone, categories in ZONE_DISK_CATEGORIES.items()
-        if (instance_type is None or instance_type in INSTANCE_TYPES)
-        and (category in (None, "all") or category in categories)
-    ]
-    return {
-        "zones": [
-            {
-                "id": zone,
-                "localName": zone if details else "",
-                "availableInstanceTypes": sorted(INSTANCE_TYPES) if details else [],
-                "availableDiskCategories": list(ZONE_DISK_CATEGORIES[zone]) if details else [],
-                "availableResourceCreations": ["Instance", "Disk", "VSwitch"] if details else [],
-                "multiZoneIds": [],
-                "slbSlaveZoneIds": [],
-            }
-            for zone in zones
-        ],
-        "ids": zones,
-    }
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

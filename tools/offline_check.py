@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from harness.mock_engine import ROOT, StackRun, mock_instance_shape, run_program, stack_config
+from harness.mock_engine import MOCK_ECS_OFFER, ROOT, StackRun, run_program, stack_config
 from lib.config_reader import ConfigValues
 from lib.errors import ConfigError
 from lib.policy_rules import RULES, PolicyResource, evaluate
@@ -53,7 +53,7 @@ def settings_for(stack: str) -> StackSettings:
         stack=stack,
         secret=lambda _key: pulumi.Output.secret(PLACEHOLDER),
         region=config.get("alicloud:region"),
-        instance_shape=mock_instance_shape,
+        offer=MOCK_ECS_OFFER,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.ecs_host import drain_command, drain_script, ready_script
+from lib.host_scripts import drain_command, drain_script, ready_script
 from tests.support import stand_ins
 
 

@@ -17,9 +17,9 @@ import pulumi
 import pytest
 import yaml
 
-from components.ecs_host import drain_command
-from harness.mock_engine import ZONES, StackRun, run_program, zones_answer
+from harness.mock_engine import StackRun, instance_types_answer, run_program
 from lib.cloud_init import CloudInitInputs, render
+from lib.host_scripts import drain_command
 from tests.conftest import PROD_SECRETS
 
 TAGS = {"project": "memos", "stack": "prod"}
@@ -263,46 +263,34 @@ def test_the_instance_uses_no_deprecated_field(prod_run: StackRun) -> None:
         assert [w for w in run.warnings if "deprecated" in w] == []
 
 
-def test_lookups_confirm_zone_shape_and_image(prod_run: StackRun) -> None:
+def test_one_lookup_confirms_zone_and_shape_and_another_the_image(prod_run: StackRun) -> None:
     assert prod_run.calls == [
-        # The settings size the host from the instance type's shape in the region.
-        ("alicloud:ecs/getInstanceTypes:getInstanceTypes", {"instanceType": "ecs.e-c1m1.large"}),
-        (
-            "alicloud:index/getZones:getZones",
-            {
-                "availableInstanceType": "ecs.e-c1m1.large",
-                "availableResourceCreation": "Instance",
-                "enableDetails": True,
-            },
-        ),
+        # The type, its shape, and the zones that sell it with the stack's system disk: one question.
         (
             "alicloud:ecs/getInstanceTypes:getInstanceTypes",
-            {
-                "instanceType": "ecs.e-c1m1.large",
-                "availabilityZone": "cn-hangzhou-j",
-            },
+            {"instanceType": "ecs.e-c1m1.large", "systemDiskCategory": "cloud_essd_entry"},
         ),
         ("alicloud:ecs/getImages:getImages", {"imageId": "ubuntu_24_04_x64_20G_alibase_20250722.vhd"}),
     ]
 
 
 @pytest.mark.parametrize("category", ["cloud_essd_entry", "cloud_auto", "cloud_essd", "cloud_efficiency"])
-def test_every_offered_disk_category_passes_the_zone_lookup(category: str) -> None:
-    # The zones data source refuses cloud_essd_entry and cloud_auto as a filter; the program filters
-    # the zones' own category lists instead, so each category the config allows gets through.
+def test_every_disk_category_the_config_allows_is_one_the_instance_type_lookup_accepts(category: str) -> None:
     run = run_program("prod", {"diskCategory": category}, secrets=PROD_SECRETS)
-    zones_call = next(arguments for token, arguments in run.calls if token == "alicloud:index/getZones:getZones")
-    assert "availableDiskCategory" not in zones_call
+    [call] = [arguments for token, arguments in run.calls if token.endswith("getInstanceTypes")]
+    assert call["systemDiskCategory"] == category
     assert inputs(run, "host-data-disk")["category"] == category
+    assert inputs(run, "host-instance")["systemDiskCategory"] == category
 
 
-def test_the_zones_mock_refuses_the_filter_values_the_provider_refuses() -> None:
-    for category in ("cloud_essd_entry", "cloud_auto"):
-        with pytest.raises(Exception, match=f"expected available_disk_category to be one of .*got {category}"):
-            zones_answer({"availableDiskCategory": category})
-    assert zones_answer({"availableDiskCategory": "cloud_essd"})["ids"] == list(ZONES)
-    # Without enable_details the provider fills in only the zone ids.
-    assert {z["id"]: z["availableDiskCategories"] for z in zones_answer({})["zones"]} == {zone: [] for zone in ZONES}
+def test_the_instance_types_mock_refuses_what_the_provider_refuses() -> None:
+    with pytest.raises(Exception, match=r"expected system_disk_category to be one of .*got cloud_essd_pl0"):
+        instance_types_answer({"systemDiskCategory": "cloud_essd_pl0"})
+    # A category no zone sells: DescribeAvailableResource answers no zone, and the provider fails.
+    with pytest.raises(Exception, match="There are no available zones"):
+        instance_types_answer({"systemDiskCategory": "ephemeral_ssd"})
+    answer = instance_types_answer({"instanceType": "ecs.e-c1m1.large", "systemDiskCategory": "cloud_essd_entry"})
+    assert answer["instanceTypes"][0]["availabilityZones"] == ["cn-hangzhou-i", "cn-hangzhou-j", "cn-hangzhou-k"]
 
 
 def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> None:
@@ -314,7 +302,7 @@ def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> No
         'mkdir -p "$HOME/.ssh" && { ssh-keygen -R 198.51.100.20 -f "$HOME/.ssh/memos-prod.known_hosts" '
         ">/dev/null 2>&1 || true; }"
     )
-    assert ("ssh " + connect).startswith(f"{SSH_PREFIX} {target} -o ConnectionAttempts=60 ")
+    assert ("ssh " + connect).startswith(f"{SSH_PREFIX} -o ConnectionAttempts=60 {target} ")
     assert "cloud-init status --wait" in connect
     assert "/data/docker" in connect
     assert ready.inputs["delete"] == drain_command(["ssh", *SSH_OPTS, target])
@@ -348,7 +336,11 @@ def test_the_role_job_reaches_the_database_over_ssh(prod_run: StackRun) -> None:
 @pytest.mark.parametrize(
     ("overrides", "key", "fragment"),
     [
-        ({"instanceType": "ecs.unknown.large"}, "memos:instanceType", "not sold in any zone of this region"),
+        (
+            {"instanceType": "ecs.unknown.large"},
+            "memos:instanceType",
+            "not sold with cloud_essd_entry disks in any zone of this region",
+        ),
         ({"zoneId": "cn-hangzhou-x"}, "memos:zoneId", "zones that do: cn-hangzhou-i, cn-hangzhou-j, cn-hangzhou-k"),
         (
             {"zoneId": "cn-hangzhou-h"},

@@ -13,7 +13,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from harness.mock_engine import StackRun, run_program
+from harness import mock_engine
+from harness.mock_engine import ZONE_DISK_CATEGORIES, StackRun, run_program
 from tests.conftest import PROD_SECRETS
 from tests.program.test_secrets import changed
 
@@ -68,7 +69,7 @@ def test_moving_back_is_the_same_config_again() -> None:
     [
         ({"hostMemoryMb": 4096}, "ecs.e-c1m1.large has 2 vCPU / 2 GiB, but the plan in memos:hostVcpus"),
         ({"hostVcpus": 4}, "assumes 4 vCPU / 2 GiB"),
-        ({"instanceType": "ecs.unknown.large"}, "not sold in any zone of this region"),
+        ({"instanceType": "ecs.unknown.large"}, "not sold with cloud_essd_entry disks in any zone of this region"),
     ],
     ids=["memory key out of step", "vcpu key out of step", "unknown type"],
 )
@@ -88,3 +89,51 @@ def test_dev_needs_the_host_shape_in_config() -> None:
     with pytest.raises(pulumi.RunError) as raised:
         run_program("dev", {"hostMemoryMb": 0})
     assert str(raised.value).startswith("memos:hostMemoryMb: is not set; dev plans the containers")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (
+            {"instanceType": "ecs.t5-lc1m1.small"},
+            "ecs.t5-lc1m1.small has 1 vCPU / 1 GiB, which leaves 0 MiB for PostgreSQL after the OS (320), Docker "
+            "(128), the app (512), the proxy (0) and backups (64); it needs at least 384 MiB: choose "
+            "ecs.t5-lc1m2.small (1 vCPU / 2 GiB), the smallest type this region sells that fits, or lower "
+            "memos:appMemoryMb",
+        ),
+        (
+            {"appMemoryMb": 1200},
+            "ecs.e-c1m1.large has 2 vCPU / 2 GiB, which leaves 336 MiB for PostgreSQL after the OS (320), Docker "
+            "(128), the app (1200), the proxy (0) and backups (64); it needs at least 384 MiB: choose "
+            "ecs.c7.large (2 vCPU / 4 GiB), the smallest type this region sells that fits, or lower memos:appMemoryMb",
+        ),
+    ],
+    ids=["a 1 GiB type", "an app that leaves the database too little"],
+)
+def test_a_type_too_small_for_the_plan_names_the_instance_type_and_the_smallest_that_fits(
+    overrides: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", overrides, secrets=PROD_SECRETS)
+    assert str(raised.value) == f"memos:instanceType: {fragment}"
+
+
+def test_in_dev_a_host_too_small_still_names_the_host_memory_key() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("dev", {"hostMemoryMb": 1024})
+    assert str(raised.value).startswith("memos:hostMemoryMb: 1024 MiB leaves ")
+
+
+def test_a_disk_category_no_zone_sells_is_a_config_error_not_the_providers_raw_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DescribeAvailableResource answers no zone at all, which the provider turns into an error.
+    without_auto = {
+        zone: tuple(c for c in offered if c != "cloud_auto") for zone, offered in ZONE_DISK_CATEGORIES.items()
+    }
+    monkeypatch.setattr(mock_engine, "ZONE_DISK_CATEGORIES", without_auto)
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {"diskCategory": "cloud_auto"}, secrets=PROD_SECRETS)
+    assert str(raised.value).startswith(
+        "memos:instanceType: ecs.e-c1m1.large is not sold with cloud_auto disks in any zone of this region"
+    )

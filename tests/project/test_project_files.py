@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.mock_engine import ROOT, mock_instance_shape, stack_config
+from harness.mock_engine import MOCK_ECS_OFFER, ROOT, stack_config
 from lib.config_reader import ConfigValues
 from settings import RETIRED_KEYS, SECRET_KEYS, load_settings
 from tools import config_reference
@@ -71,7 +71,7 @@ def keys_read(stack: str, overrides: dict[str, Any]) -> set[str]:
         stack=stack,
         secret=lambda _key: pulumi.Output.from_input("placeholder"),
         region=config.get("alicloud:region"),
-        instance_shape=mock_instance_shape,
+        offer=MOCK_ECS_OFFER,
     )
     return recorder.read
 
