@@ -370,8 +370,8 @@ def _keep_container_volumes(values: ConfigValues, kind: DatabaseKind, name_prefi
             key,
             f"with memos:database rds, say what happens to the container database's volumes ({name_prefix}-pgdata, "
             f"{name_prefix}-backups): keep for a stack that ran on the container database (scripts/migrate-database "
-            'sets it), remove for a new stack or once they are no longer needed (README, "Moving the database to '
-            f'RDS and back"); run: pulumi config set memos:{key} keep (or remove)',
+            "sets it), remove for a new stack or once they are no longer needed (docs/outgrowing.md, "
+            f'"Moving the database to RDS and back"); run: pulumi config set memos:{key} keep (or remove)',
         )
     return values.choice(key, ("keep", "remove")) == "keep"
 

@@ -5,7 +5,7 @@ comes, so a stack whose protected resources are its volumes and disks loses its 
 rules and instance before the destroy stops. This component depends on every other resource of the
 stack: it is the first thing a destroy would delete, and, protected, it refuses at once. It has no
 cloud object and no provider, and a dependency declared with `depends_on` alone never makes Pulumi
-replace it, so it costs nothing on `pulumi up`. Tearing down on purpose: README, "Tearing down".
+replace it, so it costs nothing on `pulumi up`. Tearing down on purpose: docs/operations.md, "Tearing down".
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ class EcsHost(pulumi.ComponentResource):
                 # the address release have run; Pulumi's protect refuses a replacement before any step.
                 protect=args.protect,
                 # A user_data change reboots the instance: roll it out on purpose instead
-                # (README, "Changing the host's cloud-init").
+                # (docs/operations.md, "Changing the host's cloud-init").
                 ignore_changes=["userData"],
                 # The data disk must leave the old instance before it can join a new one.
                 delete_before_replace=True,
@@ -274,5 +274,5 @@ def _warn_on_cloud_init_drift(parts: Sequence[str | None]) -> None:
     if rendered not in candidates:
         pulumi.log.warn(
             "the host's cloud-init has changed but is not applied (it would reboot the instance); "
-            'roll it out as the README describes under "Changing the host\'s cloud-init"'
+            'roll it out as docs/operations.md describes under "Changing the host\'s cloud-init"'
         )

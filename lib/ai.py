@@ -1,6 +1,6 @@
 """The app's AI providers: which combinations work, and which API keys each one needs.
 
-Encodes the app's contract (see the README's configuration reference): embeddings come from
+Encodes the app's contract (see the configuration reference, docs/configuration.md): embeddings come from
 SiliconFlow or OpenAI and must have 1024 dimensions; chat comes from DeepSeek, OpenAI or Ollama;
 rerank and intent classification always go through SiliconFlow and are on only when its key is set.
 Two upstream traps are rejected here rather than deployed: `siliconflow` as chat provider and `ollama`

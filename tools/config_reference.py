@@ -1,7 +1,7 @@
-"""The README's configuration reference, generated from Pulumi.yaml so the two cannot drift.
+"""The configuration reference (docs/configuration.md), generated from Pulumi.yaml so the two cannot drift.
 
 uv run python -m tools.config_reference          # print the table
-uv run python -m tools.config_reference --write  # replace it in README.md
+uv run python -m tools.config_reference --write  # replace it in docs/configuration.md
 """
 
 from __future__ import annotations
@@ -42,16 +42,16 @@ def table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def render_readme(readme: str) -> str:
-    before, rest = readme.split(START, 1)
+def render_into(document: str) -> str:
+    before, rest = document.split(START, 1)
     _, after = rest.split(END, 1)
     return f"{before}{START}\n{table()}{END}{after}"
 
 
 def main() -> None:
     if "--write" in sys.argv:
-        path = ROOT / "README.md"
-        path.write_text(render_readme(path.read_text()))
+        path = ROOT / "docs" / "configuration.md"
+        path.write_text(render_into(path.read_text()))
     else:
         sys.stdout.write(table())
 

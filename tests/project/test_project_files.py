@@ -7,6 +7,7 @@ these rules are checked here.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -99,9 +100,22 @@ def test_stack_files_hold_only_overrides(stack: str) -> None:
         assert value != PROJECT["config"][key]["default"], f"{full_key} repeats its default"
 
 
-def test_the_readme_configuration_table_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert config_reference.render_readme(readme) == readme, "run: uv run python -m tools.config_reference --write"
+def test_the_configuration_reference_is_current() -> None:
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    assert config_reference.render_into(reference) == reference, "run: uv run python -m tools.config_reference --write"
+
+
+def test_the_readme_and_the_docs_link_to_each_other_and_every_link_resolves() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    readme = documents[0].read_text()
+    for page in documents[1:]:
+        assert f"(docs/{page.name}" in readme, f"the README does not link to docs/{page.name}"
+    for page in documents:
+        text = page.read_text()
+        if page.parent.name == "docs":
+            assert "(../README.md)" in text, f"{page.name} does not link back to the README"
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).resolve().is_file(), f"{page.name} links to {target}, which does not exist"
 
 
 def test_the_readme_opens_with_the_two_commands() -> None:
