@@ -24,7 +24,7 @@ from components.rds import RdsDatabase, RdsDatabaseArgs
 from components.volumes import DataVolumes, DataVolumesArgs
 from lib.app_env import APP_PORT, app_environment
 from lib.errors import ConfigError
-from lib.host_scripts import SshTarget, operator_ssh_command
+from lib.host_scripts import operator_ssh_command
 from lib.images import expected_extensions
 from settings import StackSettings, from_pulumi_config
 
@@ -102,17 +102,18 @@ def docker_target(
     if s.ecs is None:
         return local_docker_target(), None
     ecs = s.ecs
-    ssh = SshTarget(user=ecs.ssh_user, private_key_path=ecs.ssh_private_key_path, stack=s.stack)
     host = EcsHost("host", EcsHostArgs(
-        ecs=ecs, name_prefix=s.name_prefix, ssh=ssh, protect=s.protect_data, tags=tags,
+        ecs=ecs, name_prefix=s.name_prefix, protect=s.protect_data, tags=tags,
         ram_role_name=bucket.role_name if bucket else None,
         public_app_port=s.app.host_port if s.app.public else None,
     ))  # fmt: skip
     pulumi.export("public_ip", host.public_ip)
-    pulumi.export("ssh_command", host.public_ip.apply(lambda ip: operator_ssh_command(ssh, ip)))
+    login = pulumi.Output.all(host.ssh, host.public_ip)
+    pulumi.export("ssh_command", login.apply(lambda parts: operator_ssh_command(parts[0], parts[1])))
+    pulumi.export("ssh_known_hosts", login.apply(lambda parts: f"{parts[1]} {parts[0].host_key}"))
     pulumi.export("docker_host", host.public_ip.apply(lambda ip: f"ssh://{ecs.ssh_user}@{ip}"))
     pulumi.export("cloud_init_sha256", host.cloud_init_sha256)
-    return remote_docker_target(ssh=ssh, address=host.public_ip, ready=host.ready, host=host), host
+    return remote_docker_target(ssh=host.ssh, address=host.public_ip, ready=host.ready, host=host), host
 
 
 def volume_names(s: StackSettings) -> dict[str, str]:

@@ -184,6 +184,8 @@ class EcsSettings:
     docker_ce_mirror: str
     bandwidth_mbps: int
     instance_deletion_protection: bool
+    #: memos:cloudInitRollout: a changed cloud-init replaces the instance (else it is ignored, with a warning).
+    cloud_init_rollout: bool
     vpc_cidr: str
     vswitch_cidr: str
 
@@ -290,6 +292,7 @@ def _ecs(values: ConfigValues) -> EcsSettings:
         docker_ce_mirror=_url("dockerCeMirror", values.string("dockerCeMirror")),
         bandwidth_mbps=values.integer("internetMaxBandwidthOut", minimum=1, maximum=200),
         instance_deletion_protection=values.boolean("instanceDeletionProtection"),
+        cloud_init_rollout=values.boolean("cloudInitRollout"),
         vpc_cidr=vpc,
         vswitch_cidr=vswitch,
     )

@@ -79,7 +79,7 @@ def local_docker_target(environ: Mapping[str, str] | None = None) -> DockerTarge
 
 def remote_docker_target(
     *,
-    ssh: SshTarget,
+    ssh: pulumi.Output[SshTarget],
     address: pulumi.Output[str],
     ready: pulumi.Resource,
     host: pulumi.Resource,
@@ -89,13 +89,13 @@ def remote_docker_target(
     refuse_docker_context(os.environ if environ is None else environ)
     provider = docker.Provider(
         "docker",
-        host=pulumi.Output.concat("ssh://", ssh.user, "@", address),
-        ssh_opts=ssh_options(ssh),
+        host=pulumi.Output.all(ssh, address).apply(lambda parts: f"ssh://{parts[0].user}@{parts[1]}"),
+        ssh_opts=ssh.apply(ssh_options),
         opts=pulumi.ResourceOptions(depends_on=[ready]),
     )
     return DockerTarget(
         provider=provider,
-        shell_prefix=address.apply(lambda ip: ssh_argv(ssh, ip)),
+        shell_prefix=pulumi.Output.all(ssh, address).apply(lambda parts: ssh_argv(parts[0], parts[1])),
         address=address,
         resources=(provider, host),
     )

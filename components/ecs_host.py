@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_alicloud as alicloud
 import pulumi_command as command
+import pulumi_tls as tls
 
 from lib.cloud_init import CloudInitInputs, disk_serial, render
 from lib.host_scripts import SshTarget, drain_command, ready_command, ssh_argv
@@ -42,8 +43,6 @@ class EcsHostArgs:
     ecs: EcsSettings
     #: Prefix for cloud resource names.
     name_prefix: str
-    #: How the operator's machine logs in to the host.
-    ssh: SshTarget
     #: Protect the instance, and protect and retain the data disk and the elastic IP.
     protect: bool
     #: Public app port when no proxy fronts the app, else None.
@@ -69,6 +68,8 @@ class EcsHost(pulumi.ComponentResource):
     data_disk_id: pulumi.Output[str]
     cloud_init_sha256: pulumi.Output[str]
     ready: command.local.Command
+    #: How to log in to the host, with its pinned host key.
+    ssh: pulumi.Output[SshTarget]
 
     def __init__(self, name: str, args: EcsHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("memos:index:EcsHost", name, None, opts)
@@ -158,13 +159,31 @@ class EcsHost(pulumi.ComponentResource):
             opts=child,
         )
 
-        user_data = data_disk.id.apply(
-            lambda disk_id: render(
+        # The host's SSH key, made here and given to cloud-init: the operator's ssh knows it before the
+        # instance exists, so no first connection is trusted blindly. A new key would lock the stack out
+        # of a running host (cloud-init installs it once per instance): protected in prod.
+        host_key = tls.PrivateKey(
+            f"{name}-ssh-host-key",
+            algorithm="ED25519",
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                additional_secret_outputs=["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"],
+            ),
+        )
+        # The provider appends a newline (and may append a comment); the pin is "type base64".
+        public_host_key = host_key.public_key_openssh.apply(lambda line: " ".join(line.split()[:2]))
+        user_data = pulumi.Output.all(
+            data_disk.id, pulumi.Output.secret(host_key.private_key_openssh), public_host_key
+        ).apply(
+            lambda parts: render(
                 CloudInitInputs(
-                    data_disk_serial=disk_serial(disk_id),
+                    data_disk_serial=disk_serial(parts[0]),
                     registry_mirrors=ecs.registry_mirrors,
                     docker_ce_mirror=ecs.docker_ce_mirror,
                     swap_mb=ecs.swap_mb,
+                    host_key_private=parts[1],
+                    host_key_public=parts[2],
                 )
             )
         )
@@ -194,9 +213,12 @@ class EcsHost(pulumi.ComponentResource):
                 # ECS deletion protection refuses the delete only after the drain, the disk detach and
                 # the address release have run; Pulumi's protect refuses a replacement before any step.
                 protect=args.protect,
-                # A user_data change reboots the instance: roll it out on purpose instead
+                # A user_data edit reboots the instance, and the engine creates even a replacement with the
+                # ignored old value (processIgnoreChanges, pkg/resource/deploy/step_generator.go): a changed
+                # cloud-init reaches a host only by a deliberate replacement, with memos:cloudInitRollout
                 # (docs/operations.md, "Changing the host's cloud-init").
-                ignore_changes=["userData"],
+                ignore_changes=[] if ecs.cloud_init_rollout else ["userData"],
+                replace_on_changes=["userData"] if ecs.cloud_init_rollout else [],
                 # The data disk must leave the old instance before it can join a new one.
                 delete_before_replace=True,
             ),
@@ -236,10 +258,15 @@ class EcsHost(pulumi.ComponentResource):
         )
 
         address = public_ip.ip_address
+        self.ssh = public_host_key.apply(
+            lambda key: SshTarget(user=ecs.ssh_user, private_key_path=ecs.ssh_private_key_path, host_key=key)
+        )
         self.ready = command.local.Command(
             f"{name}-docker-ready",
-            create=address.apply(lambda ip: ready_command(args.ssh, ip)),
-            delete=address.apply(lambda ip: drain_command(ssh_argv(args.ssh, ip))),
+            create=pulumi.Output.all(self.ssh, address).apply(lambda parts: ready_command(parts[0], parts[1])),
+            delete=pulumi.Output.all(self.ssh, address).apply(
+                lambda parts: drain_command(ssh_argv(parts[0], parts[1]))
+            ),
             # Runs again for every new instance, disk attachment or address association.
             triggers=[instance.id, attachment.id, association.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, association]),
@@ -251,7 +278,10 @@ class EcsHost(pulumi.ComponentResource):
         self.vswitch_id = vswitch.id
         self.instance_id = instance.id
         self.data_disk_id = data_disk.id
-        self.cloud_init_sha256 = user_data.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+        # A digest of the secret document, unsecret: it identifies the rendering and reveals nothing.
+        self.cloud_init_sha256 = pulumi.Output.unsecret(
+            user_data.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+        )
         self.register_outputs(
             {
                 "public_ip": self.public_ip,

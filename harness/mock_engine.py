@@ -10,6 +10,7 @@ mock unwraps them. The mocks answer the cloud lookups from small tables of real-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import runpy
@@ -22,6 +23,8 @@ from typing import Any
 import grpc
 import pulumi
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.config import set_all_config
@@ -188,6 +191,29 @@ def _fake_password(seed: str, length: int) -> str:
     return "Aa9" + text
 
 
+@functools.cache
+def host_key_outputs(seed: str) -> dict[str, str]:
+    """A real ED25519 key pair in the forms the tls provider outputs (terraform-provider-tls v4,
+    resource_private_key.go): `publicKeyOpenssh` ends with a newline, as the provider's does.
+    The same key for the same resource name, and the same text: the OpenSSH private format carries a
+    random check number, so it is made once per process, as the provider makes it once and keeps it."""
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"host-key:{seed}".encode()).digest())
+    public = key.public_key()
+    openssh_public = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return {
+        "privateKeyOpenssh": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode(),
+        "privateKeyPem": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "publicKeyOpenssh": openssh_public + "\n",
+        "publicKeyPem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+    }
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers registrations with the outputs the real providers compute, and the cloud lookups."""
 
@@ -217,6 +243,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "alicloud:ecs/eipAddress:EipAddress":
             resource_id = "eip-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
             outputs["ipAddress"] = "198.51.100.20"
+        elif typ == "tls:index/privateKey:PrivateKey":
+            outputs |= host_key_outputs(args.name)
         elif typ == "command:local:Command":
             outputs["stdout"] = ""
             outputs["stderr"] = ""

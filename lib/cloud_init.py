@@ -4,7 +4,9 @@ On first boot it: writes /etc/docker/daemon.json (registry mirrors, log rotation
 root on the data disk); waits for the separately attached data disk, formats it only if it carries no
 filesystem or partition table, and mounts it by UUID; makes Docker refuse to start unless that disk
 is mounted; creates a swap file; and only then installs Docker CE from a mirror reachable in mainland
-China, trusting only Docker's signing key by fingerprint. Nothing in it is secret.
+China, trusting only Docker's signing key by fingerprint. It also installs the SSH host key the program
+generated (and no other), so the operator's first connection is verified against a key it already
+knows: that private key is the document's one secret (README, "The host's SSH key").
 
 Docker keeps all its state (containers, volumes, images) under the data disk, so an instance built
 from this document on a fresh system disk finds the previous containers and restarts them.
@@ -103,6 +105,9 @@ class CloudInitInputs:
     registry_mirrors: Sequence[str]
     docker_ce_mirror: str
     swap_mb: int
+    #: The host's SSH key pair in OpenSSH format (private: secret); cloud-init's `ssh_keys` installs it.
+    host_key_private: str = ""
+    host_key_public: str = ""
 
 
 def daemon_json(registry_mirrors: Sequence[str]) -> dict[str, Any]:
@@ -155,6 +160,17 @@ def cloud_config(inputs: CloudInitInputs) -> dict[str, Any]:
         # Key-only logins: the admin key arrives through the ECS key pair, not through user data.
         "ssh_pwauth": False,
     }
+    if inputs.host_key_private:
+        # The host proves this key, which the operator's ssh already pins; generate no other kind (the
+        # list may not be empty, and a key type already written is not generated again).
+        # cloud-init's ssh module runs before sshd starts (cloud-init.service: Before=sshd.service).
+        key_type = inputs.host_key_public.split()[0].removeprefix("ssh-")
+        config["ssh_keys"] = {
+            f"{key_type}_private": inputs.host_key_private,
+            f"{key_type}_public": inputs.host_key_public,
+        }
+        config["ssh_genkeytypes"] = [key_type]
+        config["ssh_deletekeys"] = True
     if inputs.swap_mb:
         config["swap"] = {
             "filename": "/swapfile",

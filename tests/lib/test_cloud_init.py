@@ -16,14 +16,18 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.mock_engine import host_key_outputs
 from lib.cloud_init import INSTALL_DOCKER_SCRIPT, MOUNT_SCRIPT, CloudInitInputs, render
 from tests.support import stand_ins
 
+_HOST_KEY = host_key_outputs("test-host-key")
 INPUTS = CloudInitInputs(
     data_disk_serial="bp1mockdisk0001",
     registry_mirrors=("https://docker.m.daocloud.io",),
     docker_ce_mirror="https://mirrors.aliyun.com/docker-ce",
     swap_mb=1024,
+    host_key_private=_HOST_KEY["privateKeyOpenssh"],
+    host_key_public=" ".join(_HOST_KEY["publicKeyOpenssh"].split()[:2]),
 )
 
 
@@ -248,3 +252,15 @@ def test_a_mirror_serving_another_key_installs_nothing(tmp_path: Path) -> None:
     assert apt.calls() == ["curl https://mirrors.aliyun.com/docker-ce/linux/ubuntu/gpg"]
     assert not (apt.etc / "keyrings" / "docker.asc").exists()
     assert not (apt.etc / "sources.list.d" / "docker.list").exists()
+
+
+def test_the_host_key_is_the_only_one_cloud_init_installs() -> None:
+    document = yaml.safe_load(render(INPUTS))
+    assert document["ssh_keys"] == {
+        "ed25519_private": INPUTS.host_key_private,
+        "ed25519_public": INPUTS.host_key_public,
+    }
+    assert document["ssh_genkeytypes"] == ["ed25519"]
+    assert document["ssh_deletekeys"] is True
+    without = yaml.safe_load(render(CloudInitInputs("bp1x", (), "https://mirrors.aliyun.com/docker-ce", 0)))
+    assert "ssh_keys" not in without

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.host_scripts import drain_command, drain_script, ready_script
+from lib.host_scripts import DRAINED_LIST, SshTarget, drain_command, drain_script, ready_command, ready_script
 from tests.support import stand_ins
 
 
@@ -127,10 +127,80 @@ def test_a_drain_that_fails_on_the_host_stops_the_replacement(tmp_path: Path) ->
     assert "umount: /data: target is busy." in result.stdout
 
 
-@pytest.mark.parametrize("script", ["ready", "drain"])
+TARGET = SshTarget("root", "", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGPG8dWvCwJs2by0GxILY4aZMEpQWRovKlg9dvByvj3p")
+
+
+def run_ready_command(tmp_path: Path, ssh_body: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = stand_ins(tmp_path / "bin", {"ssh": ssh_body})
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    command = ready_command(TARGET, "198.51.100.20")
+    return subprocess.run([dash(), "-c", command], env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Host key verification failed.",
+        "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
+        "Unable to negotiate with 198.51.100.20 port 22: no matching host key type found. Their offer: ssh-rsa",
+    ],
+)
+def test_a_host_without_the_pinned_key_fails_the_gate_with_one_line_naming_the_fix(
+    tmp_path: Path, message: str
+) -> None:
+    result = run_ready_command(tmp_path, f'echo "{message}" >&2; exit 255')
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert result.stderr == (
+        "error: the host at 198.51.100.20 did not prove it holds this stack's SSH host key (ssh-ed25519 "
+        "SHA256:" + TARGET.host_key_fingerprint.removeprefix("SHA256:") + "), so nothing was sent to it: it is not "
+        "the instance this stack created, or its host key was replaced (a stack deployed before host keys were "
+        'pinned adopts the key once); see docs/operations.md, "The host\'s SSH key"\n'
+    )
+
+
+def test_other_ssh_failures_and_the_remote_status_pass_through_the_gate(tmp_path: Path) -> None:
+    assert run_ready_command(tmp_path, 'echo "Permission denied (publickey)." >&2; exit 255').returncode == 255
+    assert run_ready_command(tmp_path, "echo docker is not running; exit 1").returncode == 1
+    assert run_ready_command(tmp_path, "exit 0").returncode == 0
+
+
+def test_the_fingerprint_is_the_one_ssh_keygen_prints(tmp_path: Path) -> None:
+    (tmp_path / "key.pub").write_text(TARGET.host_key + "\n")
+    printed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(tmp_path / "key.pub")], capture_output=True, text=True, check=True
+    )
+    assert printed.stdout.split()[1] == TARGET.host_key_fingerprint
+
+
+def test_a_new_host_starts_what_the_drain_of_the_old_one_stopped(tmp_path: Path) -> None:
+    calls = tmp_path / "docker.log"
+    listed = tmp_path / "drained"
+    listed.write_text("c0ffee01\nc0ffee02\n")
+    bin_dir = stand_ins(
+        tmp_path / "bin",
+        {
+            "cloud-init": "exit 0",
+            "docker": f'if [ "$1" = info ]; then echo /data/docker; else echo "$@" >> "{calls}"; fi',
+        },
+    )
+    script = ready_script().replace(DRAINED_LIST, str(listed))
+    result = subprocess.run([dash(), "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text().splitlines() == ["start c0ffee01 c0ffee02"]
+    assert not listed.exists()
+
+
+@pytest.mark.parametrize("script", ["ready", "ready command", "drain"])
 def test_the_host_commands_pass_shellcheck(tmp_path: Path, script: str) -> None:
     path = tmp_path / "command.sh"
-    path.write_text((ready_script() if script == "ready" else drain_command(SSH_ARGV)) + "\n")
+    text = {
+        "ready": ready_script(),
+        "ready command": ready_command(TARGET, "198.51.100.20"),
+        "drain": drain_command(SSH_ARGV),
+    }[script]
+    path.write_text(text + "\n")
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is required (apt-get install shellcheck); ./scripts/test installs it")

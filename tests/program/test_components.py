@@ -8,12 +8,14 @@ must be deleted before its replacement starts, healthcheck edits must replace, s
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from harness.mock_engine import StackRun
 from lib.app_env import secret_env_wrapper
 from lib.database_sql import INIT_SQL
 from tests.program.test_docker_target import LOCAL_JOB_PREFIX
+from tests.program.test_ecs_host import HOST_KEY, SSH_OPTS
 
 
 def labels(stack: str) -> list[dict[str, str]]:
@@ -354,6 +356,7 @@ def test_child_names_are_pinned_in_prod(prod_run: StackRun) -> None:
         "host-rule-app",
         "host-rule-ssh-203-0-113-10-32",
         "host-admin-key",
+        "host-ssh-host-key",
         "host-data-disk",
         "host-data-disk-attachment",
         "host-snapshot-policy",
@@ -407,7 +410,9 @@ def test_prod_stack_outputs(prod_run: StackRun) -> None:
     assert outputs == {
         "app_url": "http://198.51.100.20:5230",
         "public_ip": "198.51.100.20",
-        "ssh_command": "ssh -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts' root@198.51.100.20",
+        # The same pinned options as the provider's, without BatchMode (an operator may type a passphrase).
+        "ssh_command": shlex.join(["ssh", *SSH_OPTS[2:], "root@198.51.100.20"]),
+        "ssh_known_hosts": f"198.51.100.20 {HOST_KEY}",
         "docker_host": "ssh://root@198.51.100.20",
         "db_container": "memos-postgres",
         "backup_container": "memos-backup",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,25 @@ import yaml
 
 from harness.mock_engine import StackRun, instance_types_answer, run_program
 from lib.cloud_init import CloudInitInputs, render
-from lib.host_scripts import drain_command
+from lib.host_scripts import SshTarget, drain_command, ready_command
 from tests.conftest import PROD_SECRETS
 
 TAGS = {"project": "memos", "stack": "prod"}
+#: The host key the mocked tls provider generates for `host-ssh-host-key` (a real ED25519 key).
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGPG8dWvCwJs2by0GxILY4aZMEpQWRovKlg9dvByvj3p"
 SSH_OPTS = [
     *("-o", "BatchMode=yes"),
-    *("-o", "StrictHostKeyChecking=accept-new"),
-    *("-o", "UserKnownHostsFile=~/.ssh/memos-prod.known_hosts"),
+    # Only the pinned key, for any host name, from no file: nothing is trusted on first use.
+    *("-o", "StrictHostKeyChecking=yes"),
+    *("-o", "UserKnownHostsFile=/dev/null"),
+    *("-o", "GlobalKnownHostsFile=/dev/null"),
+    *("-o", f"KnownHostsCommand=/bin/echo * {HOST_KEY}"),
+    *("-o", "HostKeyAlgorithms=ssh-ed25519"),
+    *("-o", "UpdateHostKeys=no"),
     *("-o", "ConnectTimeout=10"),
     *("-o", "ServerAliveInterval=30"),
 ]
-SSH_PREFIX = (
-    "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts' "
-    "-o ConnectTimeout=10 -o ServerAliveInterval=30"
-)
+SSH_PREFIX = shlex.join(["ssh", *SSH_OPTS])
 
 
 def inputs(run: StackRun, name: str) -> dict[str, Any]:
@@ -195,8 +200,12 @@ def test_instance_inputs(prod_run: StackRun) -> None:
             registry_mirrors=("https://docker.m.daocloud.io",),
             docker_ce_mirror="https://mirrors.aliyun.com/docker-ce",
             swap_mb=1024,
+            host_key_private=prod_run.by_name("host-ssh-host-key").mock_outputs["privateKeyOpenssh"],
+            host_key_public=HOST_KEY,
         )
     )
+    # The user data carries the host's private key: it reaches the engine as a secret.
+    assert "userData" in instance.secret_paths
     assert instance.inputs == {
         "instanceName": "memos-host",
         "hostName": "memos-host",
@@ -239,7 +248,34 @@ def test_the_address_is_an_elastic_ip_that_outlives_the_instance(prod_run: Stack
 def test_user_data_changes_do_not_reboot_the_instance_and_replacement_frees_the_disk_first(prod_run: StackRun) -> None:
     options = prod_run.by_name("host-instance").options
     assert options["ignore_changes"] == ["userData"]
+    assert options["replace_on_changes"] == []
     assert options["delete_before_replace"] is True
+
+
+def test_a_cloud_init_rollout_makes_a_changed_user_data_replace_the_instance_with_the_new_document() -> None:
+    # The engine resets ignored inputs to their old values even for a replacement's create
+    # (processIgnoreChanges in pkg/resource/deploy/step_generator.go): with `ignore_changes` in place a
+    # replaced instance would boot with the first cloud-init again. The rollout lifts it.
+    options = run_program("prod", {"cloudInitRollout": True}, secrets=PROD_SECRETS).by_name("host-instance").options
+    assert options["ignore_changes"] == []
+    assert options["replace_on_changes"] == ["userData"]
+    assert options["protect"] is True
+
+
+def test_the_host_key_is_generated_once_protected_and_its_private_half_is_secret(prod_run: StackRun) -> None:
+    key = prod_run.by_name("host-ssh-host-key")
+    assert key.inputs == {"algorithm": "ED25519"}
+    assert key.options["protect"] is True
+    assert {"privateKeyOpenssh", "privateKeyPem"} <= set(key.options["additional_secret_outputs"])
+    document = yaml.safe_load(prod_run.by_name("host-instance").inputs["userData"])
+    assert document["ssh_keys"] == {
+        "ed25519_private": key.mock_outputs["privateKeyOpenssh"],
+        "ed25519_public": HOST_KEY,
+    }
+    assert document["ssh_genkeytypes"] == ["ed25519"]
+    assert prod_run.outputs["ssh_known_hosts"] == f"198.51.100.20 {HOST_KEY}"
+    assert prod_run.output_secrets >= {"app_dsn"}
+    assert "cloud_init_sha256" not in prod_run.output_secrets
 
 
 def test_the_instance_is_protected_so_a_replacement_stops_before_the_drain(prod_run: StackRun) -> None:
@@ -251,8 +287,9 @@ def test_the_instance_is_protected_so_a_replacement_stops_before_the_drain(prod_
 def test_what_production_cannot_lose_is_protected_and_what_must_be_replaceable_is_not(prod_run: StackRun) -> None:
     protected = {r.name for r in prod_run.resources.values() if r.name.startswith("host-") and r.options["protect"]}
     # The key pair is replaced whenever the key changes, and holds nothing that cannot be recreated;
-    # network, firewall and attachments are recreated unchanged from config.
-    assert protected == {"host-instance", "host-data-disk", "host-public-ip"}
+    # network, firewall and attachments are recreated unchanged from config. A new host key would no
+    # longer match the running host's.
+    assert protected == {"host-instance", "host-data-disk", "host-public-ip", "host-ssh-host-key"}
 
 
 def test_the_instance_uses_no_deprecated_field(prod_run: StackRun) -> None:
@@ -296,15 +333,11 @@ def test_the_instance_types_mock_refuses_what_the_provider_refuses() -> None:
 def test_docker_waits_for_cloud_init_and_the_data_disk(prod_run: StackRun) -> None:
     ready = prod_run.by_name("host-docker-ready")
     target = "root@198.51.100.20"
-    forget, _, connect = ready.inputs["create"].partition(" && ssh ")
-    # A new instance behind the same address has a new host key: forget the old one, then pin the new.
-    assert forget == (
-        'mkdir -p "$HOME/.ssh" && { ssh-keygen -R 198.51.100.20 -f "$HOME/.ssh/memos-prod.known_hosts" '
-        ">/dev/null 2>&1 || true; }"
-    )
-    assert ("ssh " + connect).startswith(f"{SSH_PREFIX} -o ConnectionAttempts=60 {target} ")
-    assert "cloud-init status --wait" in connect
-    assert "/data/docker" in connect
+    # No known-hosts file to forget or learn: the pinned key is in the options, for every instance.
+    assert ready.inputs["create"] == ready_command(SshTarget("root", "", HOST_KEY), "198.51.100.20")
+    assert f"{SSH_PREFIX} -o ConnectionAttempts=60 {target} " in ready.inputs["create"]
+    assert "cloud-init status --wait" in ready.inputs["create"]
+    assert "/data/docker" in ready.inputs["create"]
     assert ready.inputs["delete"] == drain_command(["ssh", *SSH_OPTS, target])
     assert ready.inputs["triggers"] == [
         prod_run.by_name("host-instance").mock_id,

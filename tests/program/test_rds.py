@@ -16,6 +16,7 @@ import pytest
 from harness.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
 from lib.policy_rules import evaluate
 from tests.conftest import PROD_SECRETS
+from tests.program.test_ecs_host import SSH_PREFIX
 from tests.program.test_secrets import changed, leaves, under_secret
 from tools.offline_check import policy_resources
 
@@ -145,8 +146,7 @@ def test_the_extensions_are_created_from_the_host_before_the_app_starts(rds_run:
     admin_password = rds_run.by_name("rds-admin-password").mock_outputs["result"]
     endpoint = rds_run.by_name("rds-instance").mock_outputs["connectionString"]
     assert job.inputs["create"] == (
-        "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o 'UserKnownHostsFile=~/.ssh/memos-prod.known_hosts'"
-        " -o ConnectTimeout=10 -o ServerAliveInterval=30 root@198.51.100.20 docker run --rm -i --network host"
+        f"{SSH_PREFIX} root@198.51.100.20 docker run --rm -i --network host"
         " --entrypoint /bin/sh pgvector/pgvector:0.8.6-pg18-trixie -c 'IFS= read -r PGPASSWORD && export PGPASSWORD"
         f' && exec psql -v ON_ERROR_STOP=1 --no-psqlrc -q "host={endpoint} port=5432 dbname=memos user=memos_admin'
         " sslmode=require\"'"
