@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_command as command
@@ -81,6 +82,17 @@ docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {COPIER_REPOSITORY} 
   if docker image rm "$ref" >/dev/null 2>&1; then echo "removed $ref"; else echo "kept $ref (still in use)"; fi
 done
 """
+
+
+def copier_build_args(base_image: str, pip_index_url: str) -> dict[str, str]:
+    """The copier's build arguments. pip ignores an index reached over plain HTTP (such as Alibaba's
+    VPC-internal mirror, http://mirrors.cloud.aliyuncs.com/pypi/simple/) unless its host is trusted;
+    every package is hash-locked, so such an index can withhold files but never change them."""
+    build_args = {"BASE_IMAGE": base_image, "PIP_INDEX_URL": pip_index_url}
+    parts = urlsplit(pip_index_url)
+    if parts.scheme == "http" and parts.hostname:
+        build_args["PIP_TRUSTED_HOST"] = parts.hostname
+    return build_args
 
 
 def copier_tag(base_image: str) -> str:
@@ -218,7 +230,7 @@ class DatabaseBackups(pulumi.ComponentResource):
                     # checkout's absolute path.
                     context="ops",
                     dockerfile="ops/copier/Dockerfile",
-                    args={"BASE_IMAGE": offsite.base_image, "PIP_INDEX_URL": offsite.pip_index_url},
+                    args=copier_build_args(offsite.base_image, offsite.pip_index_url),
                     platform="linux/amd64",
                 ),
                 skip_push=True,

@@ -215,7 +215,7 @@ class Stored:
 
 @dataclass
 class CloudStandIn:
-    """State and knobs of the stand-in; `start()` serves it on 127.0.0.1."""
+    """State and knobs of the stand-in; `start()` serves it on 127.0.0.1 (or the address given)."""
 
     bucket: str
     region: str = "cn-hangzhou"
@@ -256,7 +256,7 @@ class CloudStandIn:
     def cms_host(self) -> str:
         return f"metrics.{self.region}.aliyuncs.com"
 
-    def start(self) -> str:
+    def start(self, address: str = "127.0.0.1") -> str:
         """Serve; returns the proxy URL for HTTP_PROXY."""
         standin = self
 
@@ -294,9 +294,9 @@ class CloudStandIn:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _dispatch  # noqa: N815
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((address, 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{address}:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         self._server.shutdown()

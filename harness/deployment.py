@@ -70,14 +70,26 @@ class Deployment:
     run: StackRun | None = None
 
     def __post_init__(self) -> None:
-        self.client = self.daemon.client()
-        self.realizer = Realizer(self.client, docker_host=self.daemon.host)
-        ensure_images(self.client, standins())
+        #: The private daemon: where the stand-in images are built (and, in dev, the Docker host).
+        self.daemon_client = self.daemon.client()
+        self.realizer = self.make_realizer()
+        ensure_images(self.daemon_client, standins())
+
+    def make_realizer(self) -> Realizer:
+        return Realizer(self.daemon_client, docker_host=self.daemon.host)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The stack's Docker host, as the provider reaches it."""
+        return self.realizer.client
 
     def reconnect(self) -> None:
         """New clients after the daemon restarted; what was applied stays known."""
-        self.client = self.daemon.client()
-        self.realizer.client, self.realizer.api = self.client, self.client.api
+        self.daemon_client = self.daemon.client()
+        self.realizer.client, self.realizer.api = self.daemon_client, self.daemon_client.api
+
+    def run_program(self) -> StackRun:
+        return run_program(self.stack, self.overrides, secrets=self.secrets)
 
     def up(self, **changes: Any) -> list[Step]:
         """`pulumi up` with the config changed by `changes` (secrets: keys ending in ApiKey)."""
@@ -86,8 +98,8 @@ class Deployment:
                 self.secrets[key] = value
             else:
                 self.overrides[key] = value
-        ensure_images(self.client, standins())
-        self.run = run_program(self.stack, self.overrides, secrets=self.secrets)
+        ensure_images(self.daemon_client, standins())
+        self.run = self.run_program()
         return self.realizer.apply(self.run)
 
     @property

@@ -153,8 +153,10 @@ def _wait_until_ready(daemon: PrivateDockerd) -> None:
     raise DaemonUnavailableError(f"dockerd did not answer on {daemon.socket} within {START_TIMEOUT_SECONDS} s")
 
 
-def start_private_dockerd(run_dir: Path) -> PrivateDockerd:
-    """Start a private daemon whose socket, pid file and exec root live in `run_dir`.
+def start_private_dockerd(run_dir: Path, *, data_root_name: str = "docker-root") -> PrivateDockerd:
+    """Start a private daemon whose socket, pid file and exec root live in `run_dir`, on the cached data
+    root `data_root_name` (the Docker tier's and the rehearsal's daemons each have their own, so the two
+    run side by side).
 
     `run_dir` must be short: the socket path has to fit a unix socket address (108 bytes).
     """
@@ -162,16 +164,14 @@ def start_private_dockerd(run_dir: Path) -> PrivateDockerd:
     if reason:
         raise DaemonUnavailableError(reason)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data_root = CACHE_ROOT / "docker-root"
+    data_root = CACHE_ROOT / data_root_name
     data_root.mkdir(parents=True, exist_ok=True)
-    lock = (CACHE_ROOT / "docker-root.lock").open("wb")
+    lock = (CACHE_ROOT / f"{data_root_name}.lock").open("wb")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise DaemonUnavailableError(
-            f"another test run holds {CACHE_ROOT / 'docker-root'}; wait for it to finish"
-        ) from None
+        raise DaemonUnavailableError(f"another test run holds {data_root}; wait for it to finish") from None
     daemon = PrivateDockerd(run_dir=run_dir, data_root=data_root, process=_spawn(run_dir, data_root), lock=lock)
     try:
         _wait_until_ready(daemon)

@@ -60,6 +60,8 @@ ZONE_DISK_CATEGORIES: Mapping[str, tuple[str, ...]] = {
 ZONES = tuple(ZONE_DISK_CATEGORIES)
 #: The account id `get_account` answers (an Alibaba Cloud UID is 16 digits).
 ACCOUNT_ID = "1234567890123456"
+#: The elastic IP's address in the mocked answers (TEST-NET-2).
+DEFAULT_PUBLIC_IP = "198.51.100.20"
 IMAGES = ("ubuntu_24_04_x64_20G_alibase_20250722.vhd", "ubuntu_22_04_x64_20G_alibase_20250722.vhd")
 
 #: ApsaraDB RDS for PostgreSQL as its lookups describe it: major versions 14.0-18.0 (14 is the first
@@ -217,10 +219,18 @@ def host_key_outputs(seed: str) -> dict[str, str]:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers registrations with the outputs the real providers compute, and the cloud lookups."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, public_ip: str = DEFAULT_PUBLIC_IP, generations: Mapping[str, int] | None = None) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.public_ip = public_ip
+        self.generations = dict(generations or {})
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        resource_id, outputs = self._new_resource(args)
+        generation = self.generations.get(args.name, 0)
+        # A replaced resource (`pulumi up --replace`) gets a new id from the provider.
+        return (f"{resource_id}-r{generation}" if generation else resource_id), outputs
+
+    def _new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         typ = args.typ
         resource_id = f"{args.name}-id"
@@ -242,7 +252,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["privateIp"] = "172.16.1.10"
         elif typ == "alicloud:ecs/eipAddress:EipAddress":
             resource_id = "eip-bp1" + hashlib.sha256(args.name.encode()).hexdigest()[:17]
-            outputs["ipAddress"] = "198.51.100.20"
+            outputs["ipAddress"] = self.public_ip
         elif typ == "tls:index/privateKey:PrivateKey":
             outputs |= host_key_outputs(args.name)
         elif typ == "command:local:Command":
@@ -452,10 +462,15 @@ def run_program(
     overrides: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
     plain_secrets: Mapping[str, str] | None = None,
+    *,
+    public_ip: str = DEFAULT_PUBLIC_IP,
+    generations: Mapping[str, int] | None = None,
 ) -> StackRun:
     """Run __main__.py for `stack` with config overrides and secret config values.
 
     `plain_secrets` are set without the secret flag, as `pulumi config set` without `--secret` would.
+    `public_ip` is the elastic IP's address; `generations` gives a resource (by name) a new id, as a
+    replacement does.
     Raises pulumi.RunError with the program's one-line message when the config is invalid.
     """
     config = stack_config(stack, overrides)
@@ -467,7 +482,7 @@ def run_program(
     for key, value in (plain_secrets or {}).items():
         config[key if ":" in key else f"{PROJECT}:{key}"] = value
 
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(public_ip=public_ip, generations=generations)
     monitor = RecordingMonitor(mocks)
     logger = _WarningCollector()
     # A fresh root stack per run, so that each run registers its own resources and outputs.

@@ -60,6 +60,7 @@ Anything outside the docker, random and command providers (the Alibaba Cloud res
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -75,12 +76,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
+import docker.models.images
 
 from harness.mock_engine import ROOT, Registered, StackRun
+from harness.ssh_relay import SshRelay
 from lib.go_duration import format_go_duration, parse_go_duration
 
 MIB = 1024 * 1024
@@ -90,6 +93,8 @@ VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 BUILT_IMAGE = "docker:index/image:Image"
 COMMAND = "command:local:Command"
+DOCKER_PROVIDER = "pulumi:providers:docker"
+INSTANCE = "alicloud:ecs/instance:Instance"
 
 #: Container attributes (Pulumi names) whose change replaces the container: ForceNew in the schema.
 FORCE_NEW = frozenset(
@@ -116,8 +121,28 @@ DEFAULTS: Mapping[str, Any] = {"restart": "no", "mustRun": True, "networkMode": 
 HEALTH_DEFAULTS: Mapping[str, Any] = {"interval": "0s", "timeout": "0s", "startPeriod": "0s", "startInterval": "0s",
                                       "retries": 0, "tests": []}  # fmt: skip
 SETS = frozenset({"dns", "dnsOpts", "dnsSearches", "securityOpts", "groupAdds", "hosts", "mounts"})
-#: Not compared, with the reason (see the module docstring).
-NOT_SHOWN = {"networkMode": "the private daemon has no default bridge network"}
+#: Not compared on a daemon without a default bridge, with the reason (see the module docstring).
+NOT_SHOWN_WITHOUT_BRIDGE = {"networkMode": "the private daemon has no default bridge network"}
+
+
+class HostLayer(Protocol):
+    """The prod host the realizer deploys to when the stack's Docker host is an ECS instance: it boots
+    and replaces instances as the cloud would (harness/rehearsal.py), while the cloud resources
+    themselves stay on the mock engine."""
+
+    @property
+    def address(self) -> str:
+        """The instance's public address: the only one a command may ssh to."""
+        ...
+
+    @property
+    def image_source(self) -> docker.DockerClient:
+        """Where images come from (the host pulls them; no registry is reachable, so they are loaded)."""
+        ...
+
+    def instance_created(self, instance_id: str, user_data: str) -> None: ...
+
+    def instance_replaced(self, instance_id: str, user_data: str) -> None: ...
 
 
 class RealizeError(Exception):
@@ -259,11 +284,13 @@ def render_read(inspect: Mapping[str, Any], planned: Mapping[str, Any]) -> dict[
     return read
 
 
-def container_diff(state: Mapping[str, Any], inputs: Mapping[str, Any], read_keys: set[str]) -> list[str]:
+def container_diff(
+    state: Mapping[str, Any], inputs: Mapping[str, Any], read_keys: set[str], *, has_bridge: bool = False
+) -> list[str]:
     """The attributes whose planned value differs from the state, as the provider's plan sees them."""
     changed: list[str] = []
     for key in sorted(set(state) | set(inputs)):
-        if key in NOT_SHOWN:
+        if key in NOT_SHOWN_WITHOUT_BRIDGE and not has_bridge:
             continue
         if key in inputs:
             planned = inputs[key]
@@ -408,10 +435,28 @@ def _in_host_layer(run: StackRun, registered: Registered) -> bool:
 class Realizer:
     """Keeps what exists on one daemon across program runs and applies each new run to it."""
 
-    def __init__(self, client: docker.DockerClient, *, docker_host: str, project_dir: Path = ROOT) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        docker_host: str,
+        project_dir: Path = ROOT,
+        host_layer: HostLayer | None = None,
+    ) -> None:
         self.client = client
         self.api = client.api
         self.docker_host = docker_host
+        #: The prod host (instances booted and replaced as the cloud would), or None to skip the host layer.
+        self.host_layer = host_layer
+        #: The provider's SSH connection to the host, once its provider is registered.
+        self.relay: SshRelay | None = None
+        #: Commands deleted before an instance they depend on was replaced: their next create is a replace.
+        self._replaced_first: set[str] = set()
+        #: What each command's delete printed (the drain's warning, say), by resource name.
+        self.delete_outputs: dict[str, subprocess.CompletedProcess[str]] = {}
+        #: The ssh options the relay was made with, and the host's Engine API version once known.
+        self._relay_options: list[str] = []
+        self._api_version: str | None = None
         #: Where `pulumi` runs the program: a build's context and Dockerfile are relative to it.
         self.project_dir = project_dir
         self.applied: dict[str, Applied] = {}
@@ -431,12 +476,23 @@ class Realizer:
             if missing:
                 raise RealizeError(f"{registered.name} was registered before what it depends on: {missing}")
             seen.add(urn)
-            if not registered.options["custom"] or registered.type.startswith("pulumi:providers:"):
+            if registered.type == DOCKER_PROVIDER:
+                self._connect(registered)
                 continue
-            if _in_host_layer(run, registered):
+            if not registered.options["custom"] or registered.type.startswith("pulumi:providers:"):
                 continue
             inputs = _substitute(registered.inputs, replacements)
             previous = self.applied.get(urn)
+            if _in_host_layer(run, registered):
+                # The cloud resources stay on the mock engine; the instance's life and the readiness
+                # command (its create and its drain) are real on the host layer.
+                if self.host_layer is None:
+                    continue
+                if registered.type == INSTANCE:
+                    self.applied[urn] = self._instance(registered, inputs, previous)
+                    continue
+                if registered.type != COMMAND:
+                    continue
             handler = self._handlers().get(registered.type)
             if handler is None:
                 if registered.type.startswith("random:"):
@@ -461,6 +517,85 @@ class Realizer:
             self._delete(gone)
             self.steps.append(Step("delete", gone.registered.name))
         return self.steps
+
+    def _connect(self, registered: Registered) -> None:
+        """The docker provider's daemon: the local one, or the host over SSH with the provider's options."""
+        host = str(registered.inputs.get("host") or "")
+        if not host.startswith("ssh://"):
+            return
+        if self.host_layer is None:
+            raise RealizeError(f"refusing to reach {host}: no rehearsal host stands in for it")
+        user, _, address = host.removeprefix("ssh://").partition("@")
+        if address != self.host_layer.address:
+            raise RealizeError(f"refusing to reach {host}: the rehearsal host is {self.host_layer.address}")
+        options = json.loads(registered.inputs.get("sshOpts") or "[]")
+        if self.relay is not None and self._relay_options == options:
+            return
+        if self.relay is not None:
+            self.relay.close()
+        self.relay, self._relay_options = SshRelay(options, user, address), options
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        """A new client through the relay (connections to a replaced or restarted host are gone)."""
+        if self.relay is None:
+            return
+        # A client connects on first use only when it is told the API version (else it asks at once, and a
+        # replaced instance is still booting): the version of the first connection, which stays the same.
+        version = self._api_version or "auto"
+        self.client = docker.DockerClient(base_url=self.relay.docker_host, timeout=600, version=version)
+        self._api_version = self.client.api.api_version
+        self.api = self.client.api
+        self.docker_host = self.relay.docker_host
+
+    def _instance(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None) -> Applied:
+        """The ECS instance on the host layer: booted once, replaced when its id changes.
+
+        Pulumi's engine creates even a replacement with the ignored inputs' old values (processIgnoreChanges,
+        pkg/resource/deploy/step_generator.go), so with `ignore_changes=["userData"]` a new instance boots
+        the first user data. The instance replaces with delete-before-replace, so its dependents whose
+        replacement the new id forces (the readiness command, by its triggers) are deleted first, newest
+        first, and their delete commands run against the old instance: the drain.
+        """
+        assert self.host_layer is not None
+        user_data = str(inputs["userData"])
+        applied = Applied(registered, inputs, inputs, registered.mock_id, {"id": registered.mock_id})
+        if previous is None:
+            self.host_layer.instance_created(registered.mock_id, user_data)
+            self.steps.append(Step("create", registered.name))
+            return applied
+        if previous.real_id == registered.mock_id:
+            self.steps.append(Step("same", registered.name))
+            return Applied(registered, previous.inputs, previous.state, previous.real_id, previous.outputs)
+        self._check_protect(previous.registered, "replace")
+        if "userData" in (registered.options.get("ignore_changes") or []):
+            user_data = str(previous.inputs["userData"])
+            inputs = {**inputs, "userData": user_data}
+        for dependent in reversed(list(self.applied.values())):
+            triggers = json.dumps(dependent.inputs.get("triggers") or [])
+            if dependent.registered.type == COMMAND and previous.real_id in triggers:
+                self._delete(dependent)
+                del self.applied[dependent.registered.urn]
+                self._replaced_first.add(dependent.registered.urn)
+        self.host_layer.instance_replaced(registered.mock_id, user_data)
+        self._reconnect()
+        self.steps.append(Step("replace", registered.name, ("id",)))
+        return Applied(registered, inputs, inputs, registered.mock_id, {"id": registered.mock_id})
+
+    def unprotect(self, name: str) -> None:
+        """`pulumi state unprotect`: the state's flag is lifted (the program's own returns with the next run)."""
+        for urn, applied in self.applied.items():
+            if applied.registered.name == name:
+                options = {**applied.registered.options, "protect": False}
+                self.applied[urn] = dataclasses.replace(
+                    applied, registered=dataclasses.replace(applied.registered, options=options)
+                )
+
+    def close(self) -> None:
+        """End the provider's SSH connection, if there is one."""
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
 
     def _handlers(self) -> dict[str, Callable[[Registered, dict[str, Any], Applied | None, list[Applied]], Applied]]:
         return {NETWORK: self._network, VOLUME: self._volume, IMAGE: self._image, CONTAINER: self._container,
@@ -502,9 +637,9 @@ class Realizer:
         pending: list[Applied],
         changed: Sequence[str],
     ) -> Applied:
-        """Pulumi's replacement: refused when protected; the old one deleted first with
+        """Pulumi's replacement: refused when the state says protected; the old one deleted first with
         `delete_before_replace`, else after the run (so a fixed name collides, as it does for real)."""
-        self._check_protect(registered, "replace")
+        self._check_protect(previous.registered, "replace")
         if registered.options.get("delete_before_replace"):
             self._delete(previous)
             result = create()
@@ -546,12 +681,7 @@ class Realizer:
     def _image(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
                pending: list[Applied]) -> Applied:  # fmt: skip
         def create() -> Applied:
-            try:
-                image = self.client.images.get(inputs["name"])
-            except docker.errors.ImageNotFound:
-                raise RealizeError(
-                    f"image {inputs['name']} is not on the daemon and no registry is reachable"
-                ) from None
+            image = self.ensure_pulled(str(inputs["name"]))
             return Applied(registered, inputs, inputs, str(image.id), {"imageId": str(image.id)})
 
         return self._simple(registered, inputs, previous, create, pending)
@@ -593,12 +723,15 @@ class Realizer:
         relative = os.path.relpath(dockerfile, context)
         if relative.startswith(".."):
             raise RealizeError(f"{registered.name}: a Dockerfile outside its context is not reproduced")
+        base = (build.get("args") or {}).get("BASE_IMAGE")
+        if base and self.host_layer is not None:
+            self.ensure_pulled(str(base))
         with tempfile.TemporaryDirectory(prefix="build-") as work:
             for file in [*context_files(context, dockerfile), relative]:
                 (Path(work) / file).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(context / file, Path(work) / file)
             argv = [buildkit_cli(), "build", "--progress=plain", "--platform", build["platform"], "-f", relative,
-                    "-t", name, "--network", build.get("network") or "host"]  # fmt: skip
+                    "-t", name, *self._build_network(build.get("network"))]  # fmt: skip
             for key, value in sorted((build.get("args") or {}).items()):
                 argv += ["--build-arg", f"{key}={value}"]
             if build.get("target"):
@@ -616,6 +749,31 @@ class Realizer:
         return {"imageName": name, "baseImageName": name, "repoDigest": str(image.id), "context": build["context"],
                 "dockerfile": relative, "platform": build["platform"], "registryServer": ""}  # fmt: skip
 
+    def ensure_pulled(self, name: str) -> docker.models.images.Image:
+        """The image on the host, as a pull would leave it: there is no registry, so it is loaded from
+        where the stand-ins are built, through the provider's SSH connection."""
+        try:
+            return self.client.images.get(name)
+        except docker.errors.ImageNotFound:
+            if self.host_layer is None:
+                raise RealizeError(f"image {name} is not on the daemon and no registry is reachable") from None
+        tar = self.host_layer.image_source.images.get(name).save(named=name)  # the tag travels with it
+        for message in self.api.load_image(tar):  # pyright: ignore[reportUnknownVariableType]
+            if isinstance(message, dict) and message.get("error"):  # pyright: ignore[reportUnknownMemberType]
+                raise RealizeError(f"loading {name} onto the host: {message['error']}")
+        return self.client.images.get(name)
+
+    def has_bridge(self) -> bool:
+        """Whether the target daemon has Docker's default bridge (the private test daemon has none)."""
+        return any(network.name == "bridge" for network in self.client.networks.list(names=["bridge"]))
+
+    def _build_network(self, network: str | None) -> list[str]:
+        """The build's `--network`: as set; else Docker's default, or the host's on a daemon without a
+        bridge (deviation: the provider leaves it to Docker's default, which needs the bridge)."""
+        if network:
+            return ["--network", network]
+        return [] if self.has_bridge() else ["--network", "host"]
+
     # -- containers --------------------------------------------------------------------------------
     def container_name(self, registered: Registered, inputs: Mapping[str, Any]) -> str:
         return str(inputs.get("name") or registered.mock_outputs["name"])
@@ -630,7 +788,9 @@ class Realizer:
         state = self.refresh(previous)
         ignored = set(registered.options.get("ignore_changes") or [])
         read_keys = set(render_read(self.api.inspect_container(previous.real_id), state))
-        changed = [k for k in container_diff(state, inputs, read_keys) if k not in ignored]
+        changed = [
+            k for k in container_diff(state, inputs, read_keys, has_bridge=self.has_bridge()) if k not in ignored
+        ]
         replace_on = set(registered.options.get("replace_on_changes") or [])
         replacing = [k for k in changed if k in FORCE_NEW or k in replace_on]
         if replacing:
@@ -669,6 +829,11 @@ class Realizer:
     def _create_container(self, registered: Registered, inputs: dict[str, Any]) -> Applied:
         api = self.api
         networks = list(inputs.get("networksAdvanced") or [])
+        # The provider creates the container on `network_mode` (default bridge), then disconnects it from
+        # the bridge and connects every `networks_advanced` network (resource_docker_container_funcs.go).
+        # Deviation (module docstring): without a default bridge, it is created on the first network.
+        on_bridge = self.has_bridge()
+        first = [] if on_bridge else networks[:1]
         binds = [
             f"{v['volumeName']}:{v['containerPath']}:{'ro' if v.get('readOnly') else 'rw'}"
             for v in inputs.get("volumes", [])
@@ -693,8 +858,7 @@ class Realizer:
             tmpfs=inputs.get("tmpfs") or None,
             init=bool(inputs.get("init")),
             privileged=bool(inputs.get("privileged")),
-            # Deviation (module docstring): no default bridge here, so the first network instead.
-            network_mode=networks[0]["name"] if networks else inputs.get("networkMode", "bridge"),
+            network_mode=first[0]["name"] if first else inputs.get("networkMode", "bridge"),
         )
         health = inputs.get("healthcheck")
         healthcheck = (
@@ -711,9 +875,9 @@ class Realizer:
         )
         networking = (
             api.create_networking_config(
-                {networks[0]["name"]: api.create_endpoint_config(aliases=networks[0].get("aliases"))}
+                {first[0]["name"]: api.create_endpoint_config(aliases=first[0].get("aliases"))}
             )
-            if networks
+            if first
             else None
         )
         try:
@@ -739,7 +903,9 @@ class Realizer:
             raise RealizeError(f"{registered.name}: Unable to create container: {error.explanation}") from None
         container_id = str(created["Id"])
         try:
-            for network in networks[1:]:
+            if on_bridge and networks:
+                api.disconnect_container_from_network(container_id, "bridge")
+            for network in networks[len(first) :]:
                 api.connect_container_to_network(container_id, network["name"], aliases=network.get("aliases"))
             for upload in inputs.get("uploads", []):
                 try:
@@ -773,27 +939,59 @@ class Realizer:
     # -- commands ----------------------------------------------------------------------------------
     def _command(self, registered: Registered, inputs: dict[str, Any], previous: Applied | None,
                  pending: list[Applied]) -> Applied:  # fmt: skip
-        def create() -> Applied:
-            result = self.run_shell(
-                str(inputs["create"]), stdin=inputs.get("stdin"), environment=inputs.get("environment")
-            )
-            if result.returncode != 0:
-                raise RealizeError(f"{registered.name}: exit {result.returncode}: {result.stderr.strip()[-400:]}")
-            outputs = {"stdout": result.stdout, "stderr": result.stderr}
-            return Applied(registered, inputs, inputs, registered.mock_id, outputs)
+        """pulumi-command 1.2 (provider/pkg/provider/local/command.go): only `triggers` replaces; any other
+        change is an update that runs `update`, or `create` again when there is none; a delete (also of a
+        replaced command, after its replacement) runs the old state's `delete`."""
 
-        return self._simple(registered, inputs, previous, create, pending)
+        def run(text: str | None) -> dict[str, Any]:
+            if not text:
+                return {"stdout": "", "stderr": ""}
+            result = self.run_shell(text, stdin=inputs.get("stdin"), environment=inputs.get("environment"))
+            if result.returncode != 0:
+                output = (result.stderr.strip() or result.stdout.strip())[-600:]
+                raise RealizeError(f"{registered.name}: exit {result.returncode}: {output}")
+            return {"stdout": result.stdout.removesuffix("\n"), "stderr": result.stderr.removesuffix("\n")}
+
+        def create() -> Applied:
+            return Applied(registered, inputs, inputs, registered.mock_id, run(inputs.get("create")))
+
+        if previous is None:
+            result = create()
+            op = "replace" if registered.urn in self._replaced_first else "create"
+            self._replaced_first.discard(registered.urn)
+            self.steps.append(Step(op, registered.name))
+            return result
+        ignored = set(registered.options.get("ignore_changes") or [])
+        changed = [
+            k
+            for k in sorted(set(previous.inputs) | set(inputs))
+            if k not in ignored and _normal(k, previous.inputs.get(k)) != _normal(k, inputs.get(k))
+        ]
+        if not changed:
+            self.steps.append(Step("same", registered.name))
+            return Applied(registered, inputs, previous.state, previous.real_id, previous.outputs)
+        if "triggers" in changed:
+            return self._replace(registered, previous, create, pending, changed)
+        outputs = run(inputs.get("update") or inputs.get("create"))
+        self.steps.append(Step("update", registered.name, tuple(changed)))
+        return Applied(registered, inputs, inputs, previous.real_id, outputs)
 
     def run_shell(
         self, command: str, *, stdin: str | None = None, environment: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command line as `command:local` would, on this daemon; an ssh prefix is dropped."""
-        argv = shlex.split(command)
-        if argv and argv[0] == "ssh":
-            target = next(i for i, a in enumerate(argv) if re.match(r"^[^-][^@\s]*@\S+$", a))
-            command = " ".join(argv[target + 1 :])
-        if re.search(r"\bssh\b", command):
-            raise RealizeError(f"refusing to run a command that would leave this machine: {command[:80]}")
+        """Run a command line as `command:local` would. With a host layer it runs as written, its ssh going
+        to the rehearsal host only; without one, on this daemon, an ssh prefix dropped."""
+        if self.host_layer is not None:
+            targets = set(re.findall(r"\b[a-z_][a-z0-9_-]*@([0-9a-zA-Z.:-]+)", command))
+            if targets - {self.host_layer.address} or (re.search(r"\bssh\b", command) and not targets):
+                raise RealizeError(f"refusing to run a command that would leave this machine: {command[:80]}")
+        else:
+            argv = shlex.split(command)
+            if argv and argv[0] == "ssh":
+                target = next(i for i, a in enumerate(argv) if re.match(r"^[^-][^@\s]*@\S+$", a))
+                command = " ".join(argv[target + 1 :])
+            if re.search(r"\bssh\b", command):
+                raise RealizeError(f"refusing to run a command that would leave this machine: {command[:80]}")
         env = {**os.environ, **(environment or {}), "DOCKER_HOST": self.docker_host}
         env.pop("DOCKER_CONTEXT", None)
         return subprocess.run(["/bin/sh", "-c", command], input=stdin, env=env, capture_output=True, text=True,
@@ -813,6 +1011,14 @@ class Realizer:
                 self.client.volumes.get(applied.real_id).remove()
             elif typ == IMAGE and not applied.inputs.get("keepLocally"):
                 self.client.images.remove(applied.inputs["name"], force=bool(applied.inputs.get("forceRemove")))
+            elif typ == COMMAND and applied.inputs.get("delete"):
+                inputs = applied.inputs
+                result = self.run_shell(str(inputs["delete"]), stdin=inputs.get("stdin"),
+                                        environment=inputs.get("environment"))  # fmt: skip
+                self.delete_outputs[applied.registered.name] = result
+                if result.returncode != 0:
+                    output = (result.stderr.strip() or result.stdout.strip())[-600:]
+                    raise RealizeError(f"deleting {applied.registered.name}: exit {result.returncode}: {output}")
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as error:

@@ -29,6 +29,14 @@ The stand-ins, and the contracts they honour:
   bundle in place of Debian's: here TLS to the package index is re-signed by a local egress proxy whose
   CA only the host's bundle holds. On ECS the mirror's public certificate verifies against the image's
   own bundle, so that trust is a property of this machine, not of the recipe under test.
+- The rehearsal host (harness/rehearsal_host.py), standing in for the ECS instance's system image: a
+  third root filesystem, Debian bookworm with systemd, OpenSSH's server, cloud-init (22.4) and Debian's
+  docker.io (20.10) preinstalled but disabled, util-linux, e2fsprogs and the en_US.UTF-8 locale; no SSH
+  host keys (cloud-init installs the program's); and the files of harness/standins/host/: PID 1
+  mounting the cgroup hierarchies for systemd, the NoCloud datasource settings, and two units standing
+  in for udev (the data disk's serial) and for systemd's fstab mounts of block devices, which systemd
+  skips inside a container. Unlike the Ubuntu 24.04 image prod pins, it is Debian with older
+  cloud-init and Docker; the differences that matter are listed in harness/rehearsal_host.py.
 The copier image itself is not made here: the program builds it from its recipe (ops/copier/), and the
 realizer runs that build on the private daemon as the provider would.
 """
@@ -126,10 +134,19 @@ class Rootfs:
 
 BOOKWORM = Rootfs(SUITE, PACKAGES, "usr/bin/busybox")
 TRIXIE_PYTHON = Rootfs(PYTHON_SUITE, PYTHON_PACKAGES, "usr/bin/python3.13")
+#: The rehearsal host's system. debootstrap does not resolve virtual packages, so cloud-init's
+#: python3-cryptography needs python3-cffi-backend named.
+HOST_PACKAGES = (
+    *("systemd", "systemd-sysv", "dbus", "openssh-server", "cloud-init", "python3-cffi-backend", "docker.io"),
+    *("iproute2", "util-linux", "e2fsprogs", "procps", "kmod", "locales"),
+)
+HOST_SYSTEM = Rootfs(SUITE, HOST_PACKAGES, "usr/sbin/dockerd")
+#: The reference the rehearsal host's image is tagged with (it stands in for no published image).
+HOST_REFERENCE = "memos-infra-test/rehearsal-host:bookworm"
 
 
 def rootfs_of(standin: StandIn) -> Rootfs:
-    return TRIXIE_PYTHON if standin.kind == "python" else BOOKWORM
+    return {"python": TRIXIE_PYTHON, "host": HOST_SYSTEM}.get(standin.kind, BOOKWORM)
 
 
 def image_recipe(standin: StandIn) -> str:
@@ -263,6 +280,8 @@ def _prepare(root: Path, standin: StandIn) -> list[str]:
             'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]',
             "EXPOSE 80 443 2019",
         ]
+    if standin.kind == "host":
+        return _prepare_host(root)
     if standin.kind == "python":
         (root / "usr/lib/python3.13/EXTERNALLY-MANAGED").unlink()
         (root / "usr/bin/python").symlink_to("python3")
@@ -274,6 +293,33 @@ def _prepare(root: Path, standin: StandIn) -> list[str]:
         shutil.copyfile(HOST_CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
         return [f"ENV PATH={PATH}", "ENV LANG=C.UTF-8", 'CMD ["python3"]']
     raise ValueError(f"unknown stand-in kind {standin.kind!r}")
+
+
+def _prepare_host(root: Path) -> list[str]:
+    host = STANDINS / "host"
+    _install(host / "rehearsal-init", root / "usr/local/sbin/rehearsal-init", 0o755)
+    _install(host / "rehearsal-disk-serial", root / "usr/local/sbin/rehearsal-disk-serial", 0o755)
+    _install(host / "install-docker", root / "usr/local/lib/rehearsal/install-docker", 0o755)
+    _install(host / "90-rehearsal.cfg", root / "etc/cloud/cloud.cfg.d/90-rehearsal.cfg", 0o644)
+    units = root / "etc/systemd/system"
+    for unit, target in (
+        ("rehearsal-disk-serial.service", "sysinit.target"),
+        ("rehearsal-fstab.service", "local-fs.target"),
+    ):
+        _install(host / unit, units / unit, 0o644)
+        (units / f"{target}.wants").mkdir(parents=True, exist_ok=True)
+        (units / f"{target}.wants" / unit).symlink_to(f"/etc/systemd/system/{unit}")
+    # Docker starts only when the user data installs it, as on the ECS image (where it is not there yet).
+    for wants, unit in (("multi-user.target.wants", "docker.service"), ("sockets.target.wants", "docker.socket"),
+                        ("multi-user.target.wants", "containerd.service")):  # fmt: skip
+        (units / wants / unit).unlink(missing_ok=True)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
+    subprocess.run(["chroot", str(root), "locale-gen"], check=True, capture_output=True)
+    (root / "etc/machine-id").write_text("")
+    return [f"ENV PATH={PATH}", "ENV container=docker", "STOPSIGNAL SIGRTMIN+3",
+            'CMD ["/usr/local/sbin/rehearsal-init"]']  # fmt: skip
 
 
 def ensure_image(client: docker.DockerClient, standin: StandIn) -> str:
@@ -340,7 +386,7 @@ def main() -> None:
     parser.add_argument("--rootfs", action="store_true", required=True,
                         help="make every root filesystem (debootstrap) now, side by side")  # fmt: skip
     parser.parse_args()
-    for path in prepare_rootfs((BOOKWORM, TRIXIE_PYTHON)):
+    for path in prepare_rootfs((BOOKWORM, TRIXIE_PYTHON, HOST_SYSTEM)):
         print(path)
 
 

@@ -43,9 +43,8 @@ def prod_run() -> StackRun:
     return run_program("prod", secrets=PROD_SECRETS)
 
 
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[PrivateDockerd]:
-    """A private Docker Engine for the Docker tier, stopped by its pid at the end of the session.
+def _private_dockerd(data_root_name: str) -> Iterator[PrivateDockerd]:
+    """A private Docker Engine on its own data root, stopped by its pid at the end of the session.
 
     In CI (CI=true) an engine that cannot start fails the tier with its one-line reason; on a
     contributor's machine without root or without dockerd the tier is skipped with that reason.
@@ -55,7 +54,7 @@ def dockerd() -> Iterator[PrivateDockerd]:
     run_dir = Path(tempfile.mkdtemp(prefix="mi-", dir="/tmp"))  # short: the socket path has a limit
     if reason is None:
         try:
-            daemon = start_private_dockerd(run_dir)
+            daemon = start_private_dockerd(run_dir, data_root_name=data_root_name)
         except DaemonUnavailableError as error:
             reason = str(error)
     if daemon is None:
@@ -68,6 +67,18 @@ def dockerd() -> Iterator[PrivateDockerd]:
     daemon.clear()
     daemon.close()
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[PrivateDockerd]:
+    """The Docker tier's private Engine (the dev stack's Docker host)."""
+    yield from _private_dockerd("docker-root")
+
+
+@pytest.fixture(scope="session")
+def rehearsal_dockerd() -> Iterator[PrivateDockerd]:
+    """The private Engine the rehearsal host runs on (its own data root, so it runs beside the tier's)."""
+    yield from _private_dockerd("rehearsal-root")
 
 
 @pytest.fixture

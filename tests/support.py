@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import random
 import re
 import threading
@@ -13,8 +14,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from harness.deployment import Deployment
 from harness.mock_engine import StackRun
 from harness.pg_server import PostgresServer
+from harness.realizer import Step
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,41 @@ def pins(path: Path) -> dict[str, str]:
         assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{name} has no hash"
         found[name] = version
     return found
+
+
+def ops(steps: Sequence[Step]) -> dict[str, str]:
+    """Resource name -> what `pulumi up` did to it."""
+    return {s.name: s.op for s in steps}
+
+
+def container_ids(deployment: Deployment) -> dict[str, str]:
+    return {str(c.name): str(c.id) for c in deployment.client.containers.list(all=True)}
+
+
+def insert_memos(deployment: Deployment, count: int) -> None:
+    """`count` memos with random 1024-dimensional embeddings, generated in the server."""
+    deployment.sql(
+        "INSERT INTO memo (uid, creator_id, content, embedding) "  # noqa: S608 (count is an int)
+        "SELECT 'memo-' || g || '-' || md5(random()::text), 1, 'note ' || g, e.v "
+        f"FROM generate_series(1, {count}) g, "
+        "LATERAL (SELECT array_agg(random())::vector(1024) AS v FROM generate_series(1, 1024) WHERE g > 0) e"
+    )
+
+
+def fake_pulumi(bin_dir: Path, stack: str, outputs: Mapping[str, object]) -> None:
+    """A stand-in for the `pulumi` CLI's two `stack output` verbs the scripts use: `stack output NAME
+    --stack STACK` (scripts/restore) and `stack output --json --show-secrets --stack STACK`
+    (tools.verify). It answers from this run's exports and fails for an unknown output or another
+    stack, as the CLI does."""
+    bin_dir.mkdir()
+    table = bin_dir / "outputs.json"
+    table.write_text(json.dumps(dict(outputs)))
+    script = bin_dir / "pulumi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$*" = "stack output --json --show-secrets --stack {stack}" ]; then exec cat "{table}"; fi\n'
+        f'[ "$1 $2" = "stack output" ] && [ "$4 $5" = "--stack {stack}" ] || exit 2\n'
+        f'exec python3 -c \'import json,sys; o=json.load(open("{table}")); '
+        'sys.exit(1) if not isinstance(o.get(sys.argv[1]), str) else print(o[sys.argv[1]])\' "$3"\n'
+    )
+    script.chmod(0o755)

@@ -88,7 +88,8 @@ def check_app(app_url: str) -> Check:
 
 
 def check_backups(shell_prefix: Sequence[str], backup_container: str) -> Check:
-    argv = [*shell_prefix, "docker", "exec", backup_container, "/bin/sh", "/usr/local/bin/memos-backup", "health"]
+    remote = ["docker", "exec", backup_container, "/bin/sh", "/usr/local/bin/memos-backup", "health"]
+    argv = [*shell_prefix, shlex.join(remote)] if shell_prefix else remote
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     detail = (result.stdout.strip() or result.stderr.strip() or f"exit {result.returncode}").splitlines()[-1]
     return Check("nightly backup", result.returncode == 0, detail)
@@ -123,8 +124,9 @@ def database_endpoint(outputs: Mapping[str, Any]) -> Generator[tuple[str, int]]:
         yield host, int(port)
         return
     ssh = shlex.split(str(outputs["ssh_command"]))
-    inspect = [*ssh, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-               str(outputs["db_container"])]  # fmt: skip
+    # ssh joins its remote words with spaces for the host's shell: the template must stay one word.
+    template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    inspect = [*ssh, shlex.join(["docker", "inspect", "-f", template, str(outputs["db_container"])])]
     address = subprocess.run(inspect, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     port = _free_port()
     tunnel = subprocess.Popen([*ssh[:-1], "-N", "-o", "ExitOnForwardFailure=yes",

@@ -44,9 +44,9 @@ from harness.cloud_standin import CloudStandIn
 from harness.deployment import UPGRADE_RELEASE, Deployment, docker_env, http_get, reachable_pip_index, run_in
 from harness.docker_daemon import PrivateDockerd
 from harness.mock_engine import StackRun, run_program
-from harness.realizer import RealizeError, Step, buildkit_cli, container_diff, context_files, render_read
+from harness.realizer import RealizeError, buildkit_cli, container_diff, context_files, render_read
 from tests.conftest import PROD_SECRETS
-from tests.support import pins, same_setting
+from tests.support import container_ids, fake_pulumi, insert_memos, ops, pins, same_setting
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,24 +58,6 @@ def dev(on_dockerd: PrivateDockerd) -> Iterator[Deployment]:
     deployment = Deployment(on_dockerd, "dev")
     yield deployment
     deployment.destroy()
-
-
-def ops(steps: list[Step]) -> dict[str, str]:
-    return {s.name: s.op for s in steps}
-
-
-def container_ids(deployment: Deployment) -> dict[str, str]:
-    return {str(c.name): str(c.id) for c in deployment.client.containers.list(all=True)}
-
-
-def insert_memos(deployment: Deployment, count: int) -> None:
-    """`count` memos with random 1024-dimensional embeddings, generated in the server."""
-    deployment.sql(
-        "INSERT INTO memo (uid, creator_id, content, embedding) "  # noqa: S608 (count is an int)
-        "SELECT 'memo-' || g || '-' || md5(random()::text), 1, 'note ' || g, e.v "
-        f"FROM generate_series(1, {count}) g, "
-        "LATERAL (SELECT array_agg(random())::vector(1024) AS v FROM generate_series(1, 1024) WHERE g > 0) e"
-    )
 
 
 def test_a_fresh_dev_deploy_with_the_default_config_brings_up_a_healthy_stack(dev: Deployment) -> None:
@@ -218,22 +200,6 @@ def test_an_app_upgrade_takes_a_verified_dump_before_the_old_app_stops(dev: Depl
     dumped_at = run_in(backup, ["stat", "-c", "%Y", listing[0]])[1].strip()
     app_step = next(s for s in steps if s.name == "app-server")
     assert int(dumped_at) <= app_step.started
-
-
-def fake_pulumi(bin_dir: Path, stack: str, outputs: dict[str, object]) -> None:
-    """A stand-in for the `pulumi` CLI's `stack output NAME --stack STACK` verb, the only one
-    scripts/restore uses; it answers from this run's exports and fails for unknown outputs, as the CLI does."""
-    bin_dir.mkdir()
-    table = bin_dir / "outputs.json"
-    table.write_text(json.dumps({k: v for k, v in outputs.items() if isinstance(v, str)}))
-    script = bin_dir / "pulumi"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'[ "$1 $2" = "stack output" ] && [ "$4 $5" = "--stack {stack}" ] || exit 2\n'
-        f'exec python3 -c \'import json,sys; o=json.load(open("{table}")); '
-        'sys.exit(1) if sys.argv[1] not in o else print(o[sys.argv[1]])\' "$3"\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
 def test_a_dump_restored_with_scripts_restore_brings_back_rows_and_the_hnsw_index(

@@ -81,6 +81,18 @@ def test_the_default_index_is_alibabas_mirror() -> None:
     assert args["PIP_INDEX_URL"] == "https://mirrors.aliyun.com/pypi/simple"
 
 
+def test_an_index_over_plain_http_is_trusted_by_name_and_one_over_https_is_not() -> None:
+    # pip ignores a plain-HTTP index unless its host is trusted (seen on the rehearsal host's build);
+    # the hash-locked requirements keep such an index from changing what is installed.
+    internal = run_program(
+        "prod", {**OSS, "pipIndexUrl": "http://mirrors.cloud.aliyuncs.com/pypi/simple/"}, secrets=PROD_SECRETS
+    )
+    args = internal.by_name("backup-offsite-image").inputs["build"]["args"]
+    assert args["PIP_TRUSTED_HOST"] == "mirrors.cloud.aliyuncs.com"
+    public = run_program("prod", OSS, secrets=PROD_SECRETS).by_name("backup-offsite-image").inputs["build"]["args"]
+    assert "PIP_TRUSTED_HOST" not in public
+
+
 def test_a_change_to_the_recipe_or_the_base_builds_a_new_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = copier_tag("python:3.13-slim-bookworm")
     assert re.fullmatch(r"memos-oss-copier:[0-9a-f]{16}", before)

@@ -1,0 +1,352 @@
+"""The prod stack on a rehearsal host: a real Linux host that boots the program's user data, reached over SSH.
+
+One host serves the whole module, as one ECS instance serves a stack: the scenarios run in file order,
+each on what the one before left (a fresh deploy, a second `up`, a rotation, an upgrade, a restore, a
+reboot, the copier, the proxy, a host key that changed, and last the instance's replacement, drained
+and then dead). harness/rehearsal_host.py says what the host honours and where it differs from an ECS
+instance; harness/rehearsal.py how the stack reaches it.
+
+What this tier cannot show, beyond the Docker tier's list (the Pulumi CLI, the provider plugins' own
+code): Alibaba Cloud itself (the cloud resources stay on the mock engine; the firewall, the key pair, the
+disk attachment and the elastic IP are stood in for by the host's fixed address and loop device), ECS's
+metadata service and RAM role credentials, Docker CE's install from the mirror, Ubuntu's cloud-init and
+Docker versions, a pull from a registry (images are loaded as a pull would leave them), swap (kernel-
+wide), and Let's Encrypt (the proxy scenario uses Caddy's internal CA).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+import yaml
+
+from components.backup import BACKUP_DIR
+from harness.cloud_standin import CloudStandIn
+from harness.deployment import UPGRADE_RELEASE, http_get, run_in
+from harness.docker_daemon import PrivateDockerd
+from harness.realizer import RealizeError
+from harness.rehearsal import RehearsalDeployment
+from harness.rehearsal_host import GATEWAY, seed_user_data
+from lib.cloud_init import INSTALL_DOCKER_SCRIPT
+from tests.conftest import PROD_SECRETS
+from tests.support import fake_pulumi, insert_memos, ops, pins
+
+pytestmark = [pytest.mark.rehearsal, pytest.mark.xdist_group("rehearsal")]
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_KNOWN_HOSTS = Path("/root/.ssh/known_hosts")
+
+
+def known_hosts_state() -> str | None:
+    return OPERATOR_KNOWN_HOSTS.read_text() if OPERATOR_KNOWN_HOSTS.exists() else None
+
+
+@pytest.fixture(scope="module")
+def prod(rehearsal_dockerd: PrivateDockerd) -> Iterator[RehearsalDeployment]:
+    deployment = RehearsalDeployment(rehearsal_dockerd, secrets=dict(PROD_SECRETS))
+    known_hosts = known_hosts_state()
+    yield deployment
+    deployment.close()
+    # No connection of the whole module learned or wrote a host key anywhere.
+    assert known_hosts_state() == known_hosts
+
+
+def host_of(prod: RehearsalDeployment) -> Any:
+    assert prod.host is not None
+    return prod.host
+
+
+def app_url(prod: RehearsalDeployment) -> str:
+    return f"http://{host_of(prod).address}:5230/healthz"
+
+
+def wait_for(check: Any, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, docker.errors.DockerException):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def healthy(prod: RehearsalDeployment) -> bool:
+    names = [str(prod.outputs[n]) for n in ("db_container", "app_container")]
+    return all(prod.client.containers.get(n).attrs["State"].get("Health", {}).get("Status") == "healthy" for n in names)
+
+
+def test_the_seeded_user_data_is_the_programs_with_only_the_docker_install_replaced() -> None:
+    from harness.mock_engine import run_program
+
+    document = str(run_program("prod", secrets=PROD_SECRETS).by_name("host-instance").inputs["userData"])
+    program, seeded = yaml.safe_load(document), yaml.safe_load(seed_user_data(document))
+    assert {k: v for k, v in seeded.items() if k != "write_files"} == {
+        k: v for k, v in program.items() if k != "write_files"
+    }
+    differ = [f["path"] for f, g in zip(program["write_files"], seeded["write_files"], strict=True) if f != g]
+    assert differ == [INSTALL_DOCKER_SCRIPT]
+
+
+def test_a_fresh_prod_deploy_comes_up_healthy_over_ssh_with_dockers_data_on_the_data_disk(
+    prod: RehearsalDeployment,
+) -> None:
+    steps = prod.up()
+    host = host_of(prod)
+    assert {s.op for s in steps} == {"create"}
+    assert healthy(prod)
+    assert prod.container("backup_container").attrs["State"]["Running"]
+    # cloud-init formatted and mounted the data disk, and Docker keeps everything on it.
+    assert host.run("findmnt -n -o SOURCE,FSTYPE /data")[1].split() == [host.disk.device, "ext4"]
+    assert prod.client.info()["DockerRootDir"] == "/data/docker"
+    for volume in ("memos-pgdata", "memos-appdata", "memos-backups"):
+        assert prod.client.volumes.get(volume).attrs["Mountpoint"].startswith("/data/docker/volumes/")
+    assert "RequiresMountsFor=/data" in host.run("cat /etc/systemd/system/docker.service.d/10-data-disk.conf")[1]
+    assert http_get(app_url(prod)) == (200, b"Service ready.")
+    # The host holds exactly the program's host key, and the swap file did not reach this machine.
+    assert host.run("ls /etc/ssh/ | grep ssh_host_")[1].split() == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    with open("/proc/swaps") as swaps:
+        assert "/swapfile" not in swaps.read()
+    assert prod.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'memo'") == ["memos"]
+
+
+def test_a_second_up_changes_nothing(prod: RehearsalDeployment) -> None:
+    before = {str(c.name): str(c.id) for c in prod.client.containers.list(all=True)}
+    steps = prod.up()
+    assert {s.op for s in steps} == {"same"}, [s for s in steps if s.op != "same"]
+    assert {str(c.name): str(c.id) for c in prod.client.containers.list(all=True)} == before
+
+
+def test_rotating_an_ai_key_replaces_only_the_app(prod: RehearsalDeployment) -> None:
+    insert_memos(prod, 12)
+    database = prod.container("db_container").id
+    steps = prod.up(siliconflowApiKey="sk-sf-rotated-on-the-host-19b2")
+    assert {n: o for n, o in ops(steps).items() if o != "same"} == {"app-server": "replace"}
+    assert prod.container("db_container").id == database
+    assert (
+        prod.app_status()["key_sha256"]["siliconflow"]
+        == hashlib.sha256(b"sk-sf-rotated-on-the-host-19b2").hexdigest()[:16]
+    )
+    assert prod.sql("SELECT count(*) FROM memo") == ["12"]
+
+
+def test_an_app_upgrade_takes_its_dump_before_the_old_app_stops(prod: RehearsalDeployment) -> None:
+    backup = prod.container("backup_container")
+    listing = f"ls {BACKUP_DIR}/*-pre-upgrade.dump 2>/dev/null"
+    before = set(run_in(backup, ["sh", "-c", listing])[1].split())
+    steps = prod.up(appImage=UPGRADE_RELEASE)
+    changed = [s.name for s in steps if s.op != "same"]
+    assert changed.index("backup-pre-upgrade-dump") < changed.index("app-server")
+    [dump] = sorted(set(run_in(backup, ["sh", "-c", listing])[1].split()) - before)
+    dumped_at = int(run_in(backup, ["stat", "-c", "%Y", dump])[1])
+    assert dumped_at <= next(s for s in steps if s.name == "app-server").started
+    assert "TABLE DATA public memo " in run_in(backup, ["pg_restore", "--list", dump])[1]
+    assert prod.app_status()["release"] == UPGRADE_RELEASE.rsplit(":", 1)[1]
+
+
+def test_scripts_restore_and_tools_verify_work_against_prod_over_its_ssh_command(
+    prod: RehearsalDeployment, tmp_path: Path
+) -> None:
+    backup = prod.container("backup_container")
+    code, made = run_in(backup, ["/bin/sh", "/usr/local/bin/memos-backup", "run", "manual"])
+    assert code == 0, made
+    dump = re.search(r"(memos-\S+-manual\.dump)", made)
+    assert dump is not None
+    prod.sql("DELETE FROM memo WHERE id % 2 = 0")
+    fake_pulumi(tmp_path / "bin", "prod", dict(prod.outputs))
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    restored = subprocess.run([str(ROOT / "scripts/restore"), "--stack", "prod", dump[1], "--yes"], env=env,
+                              capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert prod.sql("SELECT count(*) FROM memo") == ["12"]
+    wait_for(lambda: healthy(prod), "the app is healthy again after the restore")
+    verified = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "tools.verify", "--stack", "prod"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "FAIL" not in verified.stdout
+    assert re.search(r"^ok\s+database answers: as memos, PostgreSQL 18", verified.stdout, re.M), verified.stdout
+
+
+def test_after_the_host_restarts_every_container_comes_back_with_its_data(prod: RehearsalDeployment) -> None:
+    host = host_of(prod)
+    started = time.monotonic()
+    host.restart()
+    wait_for(lambda: healthy(prod), "the database and the app are healthy after the reboot")
+    print(f"reboot to a healthy stack: {time.monotonic() - started:.1f} s")
+    # dockerd, sshd and the disk came back by themselves: the fstab line by UUID, Docker after /data.
+    assert host.run("findmnt -n -o SOURCE /data")[1].strip() == host.disk.device
+    assert prod.container("backup_container").attrs["State"]["Running"]
+    assert prod.sql("SELECT count(*) FROM memo") == ["12"]
+    assert http_get(app_url(prod))[0] == 200
+    assert {s.op for s in prod.up()} == {"same"}
+
+
+def test_the_copier_image_is_built_on_the_host_over_ssh_and_uploads_a_real_dump(prod: RehearsalDeployment) -> None:
+    """The build runs on the host's own BuildKit through the provider's SSH connection, installing the
+    locked packages from the package index the host reaches (the stand-in for Alibaba's mirror)."""
+    assert prod.index is not None
+    steps = ops(prod.up(backupToOss=True))
+    assert steps["backup-offsite-image"] == "create"
+    assert prod.run is not None
+    image_name = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    log = prod.realizer.build_logs["backup-offsite-image"]
+    build_args = prod.run.by_name("backup-offsite-image").inputs["build"]["args"]
+    assert build_args["PIP_INDEX_URL"] == prod.index.url.rstrip("/")
+    assert build_args["PIP_TRUSTED_HOST"] == GATEWAY
+    assert log.count(f'pip install --index-url "{build_args["PIP_INDEX_URL"]}" --require-hashes') == 2
+    assert any(path.startswith("/files/alibabacloud_oss_v2-") for path in prod.index.requests)
+    listing = (
+        "import json, importlib.metadata as m; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
+    output = prod.client.containers.run(image_name, ["-c", listing], entrypoint="python", network_mode="none",
+                                        remove=True)  # fmt: skip
+    installed = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in json.loads(output).items() if k != "pip"}
+    assert installed == {
+        re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pins(ROOT / "ops/copier/requirements.txt").items()
+    }
+    copier = prod.client.containers.get(str(prod.run.by_name("backup-offsite").inputs["name"]))
+    assert copier.attrs["State"]["Running"]
+    env = dict(item.split("=", 1) for item in copier.attrs["Config"]["Env"])
+    cloud = CloudStandIn(bucket=env["OSS_BUCKET"], region=env["OSS_REGION"])
+    cloud.issue("STS.copier-on-the-host")
+    proxy = cloud.start(GATEWAY)
+    try:
+        [volume] = [m["Name"] for m in copier.attrs["Mounts"] if m["Destination"] == BACKUP_DIR]
+        once = prod.client.containers.run(
+            image_name, ["--once"], detach=True,
+            environment={**env, "HTTP_PROXY": proxy,
+                         "OSS_ENDPOINT": f"http://oss-{env['OSS_REGION']}-internal.aliyuncs.com",
+                         "CMS_ENDPOINT": f"http://metrics.{env['OSS_REGION']}.aliyuncs.com", "CMS_GROUP_ID": "4242"},
+            volumes={volume: {"bind": BACKUP_DIR, "mode": "ro"},
+                     "copier-once-state": {"bind": env["STATE_DIR"], "mode": "rw"}},
+        )  # fmt: skip
+        result = once.wait(timeout=180)
+        printed = once.logs().decode(errors="replace")
+        once.remove()
+    finally:
+        cloud.stop()
+    assert result["StatusCode"] == 0, printed
+    assert cloud.objects, "nothing reached the OSS stand-in"
+    assert not cloud.refused
+    assert {s.op for s in prod.up()} == {"same"}
+
+
+def test_the_proxy_serves_the_domain_over_https_from_the_host(prod: RehearsalDeployment) -> None:
+    """Caddy gets its internal CA (`local_certs`) because no ACME CA is reachable: this shows routing, TLS
+    termination on the host's public ports and the health gate, not certificate issuance."""
+    steps = ops(prod.up(domain="memos.example.test", acmeEmail="ops@example.test"))
+    assert steps["proxy-server"] == "create"
+    assert prod.run is not None
+    proxy = prod.client.containers.get(str(prod.run.by_name("proxy-server").inputs["name"]))
+    assert proxy.attrs["State"]["Health"]["Status"] == "healthy"
+    caddyfile = run_in(proxy, ["cat", "/etc/caddy/Caddyfile"])[1].replace("{\n", "{\n\tlocal_certs\n", 1)
+    reload = f"cat > /tmp/Caddyfile <<'EOF'\n{caddyfile}EOF\ncaddy reload --config /tmp/Caddyfile --adapter caddyfile"
+    assert run_in(proxy, ["sh", "-c", reload])[0] == 0
+    root = ""
+    wait_for(lambda: run_in(proxy, ["cat", "/data/caddy/pki/authorities/local/root.crt"])[0] == 0, "Caddy's CA")
+    root = run_in(proxy, ["cat", "/data/caddy/pki/authorities/local/root.crt"])[1]
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl.create_default_context(cadata=root)))
+    address = host_of(prod).address
+    original = socket.getaddrinfo
+
+    def resolve(host: str, *args: Any, **kwargs: Any) -> Any:
+        return original(address if host == "memos.example.test" else host, *args, **kwargs)
+
+    socket.getaddrinfo = resolve  # pyright: ignore[reportAttributeAccessIssue]
+    body = b""
+    try:
+        for _ in range(30):
+            try:
+                with opener.open("https://memos.example.test/healthz", timeout=5) as response:
+                    body = response.read()
+                    break
+            except (OSError, ssl.SSLError):
+                time.sleep(1)
+    finally:
+        socket.getaddrinfo = original
+    assert body == b"Service ready."
+    # Behind the proxy the app publishes no port on the host any more.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((address, 5230), timeout=3).close()
+
+
+def test_a_host_answering_with_another_key_is_refused_with_one_line_and_nothing_is_sent(
+    prod: RehearsalDeployment,
+) -> None:
+    host = host_of(prod)
+    assert prod.run is not None
+    host.run("cp /etc/ssh/ssh_host_ed25519_key /root/pinned && cp /etc/ssh/ssh_host_ed25519_key.pub /root/pinned.pub")
+    assert host.run("rm /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' "
+                    "-f /etc/ssh/ssh_host_ed25519_key && systemctl restart ssh")[0] == 0  # fmt: skip
+    try:
+        gate = prod.realizer.run_shell(str(prod.run.by_name("host-docker-ready").inputs["create"]))
+        assert gate.returncode == 1
+        [line] = gate.stderr.splitlines()
+        assert line.startswith(f"error: the host at {host.address} did not prove it holds this stack's SSH host key")
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in gate.stdout
+        assert "cloud-init" not in gate.stdout  # the readiness script never ran
+        # The provider's own connection is refused the same way: no Docker call gets through.
+        with pytest.raises((RealizeError, docker.errors.DockerException, OSError)):
+            prod.up()
+        assert prod.realizer.relay is not None
+        assert any("Host key verification failed" in f for f in prod.realizer.relay.failures)
+    finally:
+        host.run("mv /root/pinned /etc/ssh/ssh_host_ed25519_key && "
+                 "mv /root/pinned.pub /etc/ssh/ssh_host_ed25519_key.pub && systemctl restart ssh")  # fmt: skip
+    assert {s.op for s in prod.up()} == {"same"}
+
+
+def test_replacing_the_instance_drains_the_old_host_and_the_new_one_boots_its_first_cloud_init(
+    prod: RehearsalDeployment,
+) -> None:
+    host = host_of(prod)
+    # A changed cloud-init is not applied to the running instance (it would reboot it)...
+    assert {s.op for s in prod.up(swapMb=512)} == {"same"}
+    first = host.boots[0].user_data
+    steps = prod.replace_instance()
+    assert ops(steps)["host-instance"] == "replace"
+    assert ops(steps)["host-docker-ready"] == "replace"
+    drain = prod.realizer.delete_outputs["host-docker-ready"]
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    # ... and the drain ran on the old instance before its disk left it: Docker stopped, /data unmounted.
+    old, new = host.boots[-2], host.boots[-1]
+    assert (old.alive_at_detach, old.mounted_at_detach) == (True, False)
+    # The engine creates the replacement with the ignored old user data: the first cloud-init again.
+    assert new.user_data == first
+    wait_for(lambda: healthy(prod), "the stack is healthy on the new instance")
+    assert prod.container("backup_container").attrs["State"]["Running"]
+    assert prod.sql("SELECT count(*) FROM memo") == ["12"]
+    assert host.run("cat /data/memos-drained-containers 2>/dev/null")[0] != 0  # started and cleared
+    assert {s.op for s in prod.up()} == {"same"}
+
+
+def test_with_the_old_host_dead_the_replacement_warns_and_goes_on_and_a_rollout_boots_the_new_cloud_init(
+    prod: RehearsalDeployment,
+) -> None:
+    host = host_of(prod)
+    host.power_off()
+    steps = prod.replace_instance(cloudInitRollout=True)
+    assert ops(steps)["host-instance"] == "replace"
+    drain = prod.realizer.delete_outputs["host-docker-ready"]
+    assert "warning: the old host does not answer over SSH; detaching its data disk without a drain" in drain.stderr
+    assert host.boots[-2].alive_at_detach is False
+    # With memos:cloudInitRollout the new instance boots the document as the program renders it now.
+    assert yaml.safe_load(host.boots[-1].user_data)["swap"]["size"] == 512 * 1024 * 1024
+    wait_for(lambda: healthy(prod), "the stack is healthy after the power cut")
+    assert prod.sql("SELECT count(*) FROM memo") == ["12"]
+    logs = prod.container("db_container").logs().decode(errors="replace")
+    assert "database system was interrupted" in logs or "not properly shut down" in logs
