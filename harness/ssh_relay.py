@@ -87,13 +87,14 @@ class SshRelay:
         with contextlib.suppress(OSError, ValueError):
             while data := stdout.read(65536):
                 connection.sendall(data)
-        with contextlib.suppress(OSError):
-            connection.shutdown(socket.SHUT_RDWR)
-        connection.close()
+        # ssh's verdict is recorded before the client sees the connection end.
         code = process.wait()
         message = stderr.read().decode(errors="replace").strip()
         if code != 0 and message:
             self.failures.append(message)
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+        connection.close()
         with self._lock:
             self._processes.remove(process)
 
