@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shlex
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,11 +89,43 @@ def check_app(app_url: str) -> Check:
         return Check("app /healthz", False, f"{url}: {getattr(error, 'reason', error)}")
 
 
-def check_backups(shell_prefix: Sequence[str], backup_container: str) -> Check:
+#: `memos-backup health`'s two lines that carry a status file's "<epoch> <label> [<file>]"
+#: (ops/container/memos-backup): "last dump: ..." and "the last dump failed (...)".
+_STAMPED = re.compile(r"^(?P<head>last dump: |the last dump failed \()(?P<epoch>\d+) (?P<rest>.*?)(?P<close>\)?)$")
+
+
+def age(seconds: float) -> str:
+    """A short age: minutes under an hour, hours under two days, then days (rounded down)."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
+
+
+def readable_health(line: str, now: float) -> str:
+    """The backup container's health line with its epoch as a UTC time and an age.
+
+    "last dump: 1796294177 scheduled memos-...dump" -> "last dump: 2026-12-01 18:00 UTC, 5 h ago
+    (scheduled, memos-...dump)"; any other line is returned as it is.
+    """
+    match = _STAMPED.match(line)
+    if match is None:
+        return line
+    epoch = int(match["epoch"])
+    when = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    details = ", ".join(match["rest"].split())
+    if match["close"]:
+        return f"{match['head']}{when}, {age(now - epoch)} ago, {details})"
+    return f"{match['head']}{when}, {age(now - epoch)} ago ({details})"
+
+
+def check_backups(shell_prefix: Sequence[str], backup_container: str, *, now: float | None = None) -> Check:
     argv = [*shell_prefix, "docker", "exec", backup_container, "/bin/sh", "/usr/local/bin/memos-backup", "health"]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     detail = (result.stdout.strip() or result.stderr.strip() or f"exit {result.returncode}").splitlines()[-1]
-    return Check("nightly backup", result.returncode == 0, detail)
+    return Check("nightly backup", result.returncode == 0, readable_health(detail, time.time() if now is None else now))
 
 
 def with_endpoint(dsn: str, host: str, port: int) -> str:
