@@ -78,7 +78,8 @@ def main(s: StackSettings) -> None:
     if s.database.host_port is not None:
         pulumi.export("db_endpoint", f"127.0.0.1:{s.database.host_port}")
     pulumi.export("app_container", app.container_name)
-    pulumi.export("db_extensions", expected_extensions(s.images.postgres))
+    # What the database is expected to have; tools.verify reads what it has.
+    pulumi.export("db_extensions_expected", expected_extensions(s.images.postgres))
     pulumi.export("memory_plan", memory_plan(s))
     pulumi.export("app_dsn", database.dsn)
     if bucket:

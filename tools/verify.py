@@ -32,6 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from lib.images import ANY_VERSION
+
 
 @dataclass(frozen=True)
 class Check:
@@ -175,13 +177,20 @@ def database_endpoint(outputs: Mapping[str, Any]) -> Generator[tuple[str, int]]:
         tunnel.wait(timeout=10)
 
 
+def expected_versions(outputs: Mapping[str, Any]) -> dict[str, str | None]:
+    """The extensions the stack expects, by name: a version, or None for any version. Stacks last
+    deployed before the output was renamed still carry it as `db_extensions`, with null for any."""
+    expected = outputs["db_extensions_expected"] if "db_extensions_expected" in outputs else outputs["db_extensions"]
+    return {str(k): None if v in (None, ANY_VERSION) else str(v) for k, v in dict(expected).items()}
+
+
 def verify(outputs: Mapping[str, Any]) -> list[Check]:
     shell_prefix = shlex.split(str(outputs["ssh_command"])) if "ssh_command" in outputs else []
     with database_endpoint(outputs) as (host, port):
         checks = check_database(
             with_endpoint(str(outputs["app_dsn"]), host, port),
             {str(k): str(v) for k, v in dict(outputs["db_settings"]).items()},
-            {str(k): (None if v is None else str(v)) for k, v in dict(outputs["db_extensions"]).items()},
+            expected_versions(outputs),
         )
     checks.append(check_app(str(outputs["app_url"])))
     checks.append(check_backups(shell_prefix, str(outputs["backup_container"])))
