@@ -1,6 +1,6 @@
 """Post-deploy verification of a stack: the database, its extensions and settings, the app.
 
-    uv run python -m tools.verify --stack dev
+    ./scripts/dev uv run python -m tools.verify --stack dev    (the dev stack's backend and passphrase)
     uv run python -m tools.verify --stack prod
 
 Reads the stack's outputs with `pulumi stack output --json --show-secrets` (so it needs the stack's

@@ -133,7 +133,8 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["scripts/test", "scripts/dev-up", "scripts/restore", "scripts/migrate-database", ".ci/run"]
+    "script",
+    ["scripts/test", "scripts/dev", "scripts/dev-up", "scripts/restore", "scripts/migrate-database", ".ci/run"],
 )
 def test_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck")
