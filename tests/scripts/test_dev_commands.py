@@ -3,11 +3,12 @@
 dev-up keeps the dev stack's state in `file://~` and encrypts its secrets with a passphrase it
 generates; both are environment variables of one process, so a `pulumi` run from a new shell without
 them asks for a Pulumi Cloud login (non-interactively: "PULUMI_ACCESS_TOKEN must be set for login
-during non-interactive CLI sessions") and then for a passphrase nobody saw. The documented commands are read from the README and the docs, run one by one from an
-environment that has neither variable, and reach a `pulumi` stand-in that records what it was run
-with and, like the real CLI, refuses to run without a backend. `docker` (dev-up's engine checks, the
-restore's `docker exec`) and `uv` (`uv run` runs the command in the project's environment) are
-stand-ins too; no Docker Engine is needed.
+during non-interactive CLI sessions") and then for a passphrase nobody saw. The documented commands
+are read from the README and the docs, run one by one from an environment that has neither
+variable, and reach a `pulumi` stand-in that records what it was run with and, like the real CLI,
+refuses to run without a backend. `docker` (dev-up's engine checks, the restore's `docker exec`)
+and `uv` (`uv run` runs the command in the project's environment) are stand-ins too; no Docker
+Engine is needed.
 """
 
 from __future__ import annotations
