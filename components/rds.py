@@ -13,9 +13,11 @@ secret Outputs; the privileged one reaches the job only on its stdin.
 
 from __future__ import annotations
 
+import importlib.metadata
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_alicloud as alicloud
@@ -24,13 +26,23 @@ import pulumi_docker as docker
 
 from components.passwords import generated_password
 from lib.errors import ConfigError
-from lib.rds import ADMIN_ACCOUNT, extension_job_command, extension_job_stdin, rds_dsn
+from lib.rds import (
+    ADMIN_ACCOUNT,
+    LOOKUP_STORAGE_TYPES,
+    extension_job_command,
+    extension_job_stdin,
+    rds_dsn,
+    storage_ranges,
+)
 from settings import RdsSettings
 
 ENGINE = "PostgreSQL"
 CHARGE_TYPE = "PostPaid"
 #: The database's encoding, collation and ctype, in the `charset,collate,ctype` form RDS takes for PostgreSQL.
 CHARACTER_SET = "UTF8,C,en_US.utf8"
+INSTANCE_CLASSES = "alicloud:rds/getInstanceClasses:getInstanceClasses"
+#: The provider plugin the SDK's own lookups name (pulumi_alicloud's invoke defaults: its version).
+_ALICLOUD_VERSION = importlib.metadata.version("pulumi-alicloud")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -201,12 +213,27 @@ class RdsDatabase(pulumi.ComponentResource):
 
 
 def check_offer(rds: RdsSettings, zone_id: str) -> None:
-    """Fail the preview, naming the key, when the zone does not sell this engine version or class."""
+    """Fail the preview, naming the key, when the zone does not sell this engine version or class.
+
+    The lookups take a storage type only from LOOKUP_STORAGE_TYPES; for another one (general_essd)
+    they are asked without it and the preview says what could not be checked. The classes are read
+    from the invoke's raw answer: `storage_range` may come as one object or as a list (lib/rds.py).
+    """
+    storage = rds.storage_type if rds.storage_type in LOOKUP_STORAGE_TYPES else None
+    offer = f"{rds.category} with {storage} storage" if storage else rds.category
+    if storage is None:
+        # Without a storage type, get_instance_classes lists the zone's classes of every edition and
+        # storage type (data_source_alicloud_db_instance_classes.go): the class check is coarser too.
+        pulumi.log.warn(
+            f"memos:rdsStorageType: {rds.storage_type} is not checked against {zone_id}'s offer: the provider's RDS "
+            f"lookups accept only {', '.join(LOOKUP_STORAGE_TYPES)}, so the engine version and the class were "
+            f"checked for the zone without a storage type; RDS checks {rds.storage_type} when it creates the instance"
+        )
     engines = alicloud.rds.get_instance_engines(
         engine=ENGINE,
         zone_id=zone_id,
         category=rds.category,
-        db_instance_storage_type=rds.storage_type,
+        db_instance_storage_type=storage,
         instance_charge_type=CHARGE_TYPE,
     )
     versions = sorted({e.engine_version for e in engines.instance_engines if e.engine == ENGINE})
@@ -214,30 +241,36 @@ def check_offer(rds: RdsSettings, zone_id: str) -> None:
         offered = ", ".join(versions) or "none"
         raise ConfigError(
             "rdsEngineVersion",
-            f"PostgreSQL {rds.engine_version} is not offered as {rds.category} with {rds.storage_type} storage in "
-            f"{zone_id}; offered there: {offered}",
+            f"PostgreSQL {rds.engine_version} is not offered as {offer} in {zone_id}; offered there: {offered}",
         )
-    classes = alicloud.rds.get_instance_classes(
-        engine=ENGINE,
-        engine_version=rds.engine_version,
-        zone_id=zone_id,
-        category=rds.category,
-        db_instance_storage_type=rds.storage_type,
-        instance_charge_type=CHARGE_TYPE,
-    )
-    offered_classes = {c.instance_class: c for c in classes.instance_classes}
-    found = offered_classes.get(rds.instance_class)
-    if found is None:
+    query = {
+        "engine": ENGINE,
+        "engineVersion": rds.engine_version,
+        "zoneId": zone_id,
+        "category": rds.category,
+        "dbInstanceStorageType": storage,
+        "instanceChargeType": CHARGE_TYPE,
+    }
+    answer: Mapping[str, Any] = pulumi.runtime.invoke(
+        INSTANCE_CLASSES,
+        {key: value for key, value in query.items() if value is not None},
+        pulumi.InvokeOptions(version=_ALICLOUD_VERSION),
+    ).value
+    classes: list[Mapping[str, Any]] = list(answer.get("instanceClasses") or [])
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for found in classes:
+        ranges.setdefault(str(found["instanceClass"]), []).extend(storage_ranges(found.get("storageRanges")))
+    if rds.instance_class not in ranges:
         raise ConfigError(
             "rdsInstanceClass",
-            f"{rds.instance_class} is not sold for PostgreSQL {rds.engine_version} {rds.category} with "
-            f"{rds.storage_type} in {zone_id}; classes there: {', '.join(sorted(offered_classes)) or 'none'}",
+            f"{rds.instance_class} is not sold for PostgreSQL {rds.engine_version} {offer} in {zone_id}; classes "
+            f"there: {', '.join(sorted(ranges)) or 'none'}",
         )
-    for storage in found.storage_ranges:
-        low, high = int(storage.min), int(storage.max)
-        if not low <= rds.storage_gb <= high:
-            raise ConfigError(
-                "rdsStorageGb",
-                f"{rds.storage_gb} GiB is outside what {rds.instance_class} takes ({low}-{high} GiB); choose a size "
-                "in that range",
-            )
+    fitting = ranges[rds.instance_class]
+    if fitting and not any(low <= rds.storage_gb <= high for low, high in fitting):
+        takes = ", ".join(f"{low}-{high}" for low, high in sorted(set(fitting)))
+        raise ConfigError(
+            "rdsStorageGb",
+            f"{rds.storage_gb} GiB is outside what {rds.instance_class} takes ({takes} GiB); choose a size in "
+            "that range",
+        )

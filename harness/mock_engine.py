@@ -71,7 +71,8 @@ RDS_CLASSES: Mapping[str, Mapping[str, tuple[int, int]]] = {
 RDS_ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j")
 RDS_STORAGE_TYPES = ("cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd")
 #: Values the provider's RDS data sources accept (StringInSlice in alicloud/data_source_alicloud_db_instance_
-#: classes.go and ..._engines.go); anything else fails the invoke before any API call.
+#: classes.go and ..._engines.go, v1.247.0); anything else fails the invoke before any API call. Neither
+#: takes general_essd as a filter, though RDS sells it and the instance resource accepts it.
 RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "alicloud:rds/getInstanceClasses:getInstanceClasses": {
         "engine": ("MySQL", "SQLServer", "PostgreSQL", "PPAS", "MariaDB"),
@@ -79,7 +80,8 @@ RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "Basic", "HighAvailability", "AlwaysOn", "Finance", "serverless_basic", "serverless_standard",
             "serverless_ha", "cluster",
         ),
-        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd"),
+        "storageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3"),
+        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3"),
         "instanceChargeType": ("PostPaid", "PrePaid", "Serverless"),
     },
     "alicloud:rds/getInstanceEngines:getInstanceEngines": {
@@ -89,6 +91,12 @@ RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "instanceChargeType": ("PostPaid", "PrePaid"),
     },
 }  # fmt: skip
+#: A class's storage range as the provider fills it: one {min, max, step} map of fmt.Sprint'ed numbers
+#: (data_source_alicloud_db_instance_classes.go). Whether it reaches the program as that one object or
+#: as the list the SDK's schema names (`storageRanges`) depends on the bridge; the mock answers either,
+#: as RDS_STORAGE_RANGE_SHAPE says ("list" or "object").
+RDS_STORAGE_RANGE: Mapping[str, str] = {"min": "20", "max": "32000", "step": "5"}
+RDS_STORAGE_RANGE_SHAPE = "list"
 
 
 class MockEcsOffer:
@@ -293,7 +301,12 @@ def instance_types_answer(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The RDS engines and classes data sources, refusing the filter values the provider refuses."""
+    """The RDS engines and classes data sources, refusing the filter values the provider refuses.
+
+    Without a storage type, get_instance_classes takes the provider's slow path: DescribeAvailableZones
+    narrows the zones by edition, then every edition and storage type of each zone is listed
+    (data_source_alicloud_db_instance_classes.go, v1.247.0), so the classes of both editions come back.
+    """
     for key, allowed in RDS_FILTERS[token].items():
         value = args.get(key)
         if value is not None and value not in allowed:
@@ -319,12 +332,15 @@ def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return {"instanceEngines": engines, "ids": [e["engineVersion"] for e in engines]}
     if args.get("engineVersion") not in (None, *RDS_ENGINE_VERSIONS):
         categories = []
+    if categories and storage is None:
+        categories = list(RDS_CLASSES)
+    storage_range = dict(RDS_STORAGE_RANGE)
     classes = [
         {
             "instanceClass": name,
             # The API reports a price only with sorted_by=Price; the program does not ask for one.
             "price": "",
-            "storageRanges": [{"min": "20", "max": "32000", "step": "5"}],
+            "storageRanges": storage_range if RDS_STORAGE_RANGE_SHAPE == "object" else [storage_range],
             "zoneIds": zone_ids,
         }
         for c in categories

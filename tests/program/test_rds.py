@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pytest
 
+from harness import mock_engine
 from harness.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
 from lib.policy_rules import evaluate
 from tests.conftest import PROD_SECRETS
@@ -263,7 +264,8 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
         (
             {"rdsInstanceClass": "pg.n2.medium.2c"},
             "memos:rdsInstanceClass",
-            "pg.n2.medium.2c is not sold for PostgreSQL 18.0 Basic with cloud_essd in cn-hangzhou-j; classes there: "
+            "pg.n2.medium.2c is not sold for PostgreSQL 18.0 Basic with cloud_essd storage in cn-hangzhou-j; classes "
+            "there: "
             "pg.n2.large.1, pg.n2.medium.1, pg.n2.small.1",
         ),
         ({"rdsCategory": "Standard"}, "memos:rdsCategory", "not one of Basic, HighAvailability"),
@@ -307,3 +309,39 @@ def test_a_high_availability_class_is_accepted_in_its_edition() -> None:
         "prod", {**RDS, "rdsCategory": "HighAvailability", "rdsInstanceClass": "pg.n2.medium.2c"}, secrets=PROD_SECRETS
     )
     assert run.by_name("rds-instance").inputs["category"] == "HighAvailability"
+
+
+def test_general_essd_is_deployed_though_neither_rds_lookup_takes_it_as_a_filter() -> None:
+    # The provider's data sources refuse general_essd (the mock does as they do), the instance takes it.
+    for token in RDS_FILTERS:
+        with pytest.raises(Exception, match="expected dbInstanceStorageType to be one of"):
+            rds_answer(token, {"engine": "PostgreSQL", "dbInstanceStorageType": "general_essd"})
+    run = run_program("prod", {**RDS, "rdsStorageType": "general_essd"}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").inputs["dbInstanceStorageType"] == "general_essd"
+    lookups = [args for token, args in run.calls if token.startswith("alicloud:rds/")]
+    assert len(lookups) == 2
+    assert not [args for args in lookups if "dbInstanceStorageType" in args]
+    assert [w for w in run.warnings if w.startswith("memos:rdsStorageType: general_essd is not checked")] == [
+        "memos:rdsStorageType: general_essd is not checked against cn-hangzhou-j's offer: the provider's RDS "
+        "lookups accept only cloud_ssd, local_ssd, cloud_essd, cloud_essd2, cloud_essd3, so the engine version and "
+        "the class were checked for the zone without a storage type; RDS checks general_essd when it creates the "
+        "instance"
+    ]
+
+
+def test_a_storage_type_the_lookups_take_is_checked_without_a_warning(rds_run: StackRun) -> None:
+    assert not [w for w in rds_run.warnings if "rdsStorageType" in w]
+
+
+@pytest.mark.parametrize("shape", ["list", "object"])
+def test_a_classs_storage_range_is_read_as_one_object_or_as_a_list(shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The provider prints the API's numbers with fmt.Sprint; "20.0" must read as 20.
+    monkeypatch.setattr(mock_engine, "RDS_STORAGE_RANGE_SHAPE", shape)
+    monkeypatch.setattr(mock_engine, "RDS_STORAGE_RANGE", {"min": "20.0", "max": "6000.0", "step": "5"})
+    run = run_program("prod", {**RDS, "rdsStorageGb": 6000}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").inputs["instanceStorage"] == 6000
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {**RDS, "rdsStorageGb": 6001}, secrets=PROD_SECRETS)
+    assert str(raised.value) == (
+        "memos:rdsStorageGb: 6001 GiB is outside what pg.n2.small.1 takes (20-6000 GiB); choose a size in that range"
+    )
