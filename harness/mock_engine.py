@@ -173,6 +173,8 @@ class Registered:
     #: What the mocks answered for it: the physical id and output properties.
     mock_id: str = ""
     mock_outputs: dict[str, Any] = field(default_factory=lambda: {})
+    #: The inputs as they were on the wire (secrets still wrapped), for a later run against this one.
+    wire: dict[str, Any] = field(default_factory=lambda: {})
 
 
 def _walk_secrets(value: Any, path: str, found: set[str]) -> Any:
@@ -350,18 +352,43 @@ def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"instanceClasses": classes, "ids": [c["instanceClass"] for c in classes]}
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """A mock monitor that also keeps every registration's inputs, secrets and options."""
+def _with_ignored_kept(request: Any, deployed: Registered) -> Any:
+    """The registration as the engine hands it to the provider when the resource already exists: each
+    `ignore_changes` property takes its value from the deployed inputs, or is dropped if they had none
+    (processIgnoreChanges, pkg/resource/deploy/step_generator.go). Only top-level properties are
+    emulated; this program ignores no nested path."""
+    processed = type(request)()
+    processed.CopyFrom(request)
+    for path in request.ignoreChanges:
+        if not path.isidentifier():
+            raise AssertionError(f"ignore_changes path {path!r}: only top-level properties are emulated")
+        if path in deployed.wire:
+            processed.object[path] = deployed.wire[path]
+        elif path in processed.object:
+            del processed.object[path]
+    return processed
 
-    def __init__(self, mocks: RecordingMocks) -> None:
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A mock monitor that also keeps every registration's inputs, secrets and options.
+
+    With `deployed` (an earlier run standing for the stack's state), a resource registered again with
+    `ignore_changes` is answered as the engine would: its ignored properties keep their deployed values,
+    so the program reads those back from the resource's outputs.
+    """
+
+    def __init__(self, mocks: RecordingMocks, deployed: Mapping[str, Registered] | None = None) -> None:
         super().__init__(mocks)
         self.registered: dict[str, Registered] = {}
+        self.deployed = dict(deployed or {})
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
+        wire = json_format.MessageToDict(request.object)
+        previous = self.deployed.get(self.make_urn(request.parent, request.type, request.name))
+        sent = _with_ignored_kept(request, previous) if previous and request.ignoreChanges else request
+        response = super().RegisterResource(sent)
         if request.type == "pulumi:pulumi:Stack":
             return response
-        wire = json_format.MessageToDict(request.object)
         secrets: set[str] = set()
         inputs = _walk_secrets(wire, "", secrets)
         urn = response.urn
@@ -387,6 +414,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             },
             mock_id=answered.id,
             mock_outputs=dict(answered.state),
+            wire=wire,
         )
         return response
 
@@ -440,10 +468,12 @@ def run_program(
     overrides: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
     plain_secrets: Mapping[str, str] | None = None,
+    deployed: StackRun | None = None,
 ) -> StackRun:
     """Run __main__.py for `stack` with config overrides and secret config values.
 
     `plain_secrets` are set without the secret flag, as `pulumi config set` without `--secret` would.
+    `deployed` is an earlier run whose resources stand for the stack's state (see RecordingMonitor).
     Raises pulumi.RunError with the program's one-line message when the config is invalid.
     """
     config = stack_config(stack, overrides)
@@ -456,7 +486,7 @@ def run_program(
         config[key if ":" in key else f"{PROJECT}:{key}"] = value
 
     mocks = RecordingMocks()
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, deployed.resources if deployed else None)
     logger = _WarningCollector()
     # A fresh root stack per run, so that each run registers its own resources and outputs.
     set_root_resource(None)  # type: ignore[arg-type]
