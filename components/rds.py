@@ -116,7 +116,14 @@ class RdsDatabase(pulumi.ComponentResource):
             ca_type="aliyun",
             deletion_protection=args.protect,
             tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect, ignore_changes=ignored_on_update(rds)
+            ),
+        )
+        # What runs, read back from the instance (the provider's Read writes the API's values), against
+        # what the config says: an ignored difference is said in the preview, not silently dropped.
+        pulumi.Output.all(instance.category, instance.engine_version).apply(
+            lambda deployed: _warn(deployed_drift(rds, *deployed))
         )
         database = alicloud.rds.Database(
             f"{name}-database",
@@ -210,6 +217,54 @@ class RdsDatabase(pulumi.ComponentResource):
         self.register_outputs(
             {"instance_id": self.instance_id, "host": self.host, "port": self.port, "app_dsn": self.app_dsn}
         )
+
+
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        pulumi.log.warn(line)
+
+
+def ignored_on_update(rds: RdsSettings) -> list[str]:
+    """What an existing instance never receives from config (a new instance is created with all of it).
+
+    `category`: the provider's Update sends it only with a serverless configuration, and Read writes
+    the API's value back (resource_alicloud_db_instance.go, v1.247.0), so an edition change would be an
+    update that changes nothing and diffs on every preview. `engineVersion`, unless
+    memos:rdsMajorUpgradeTo equals it: v1.247.0 sends a changed version for MySQL only (again an
+    update that changes nothing), and from v1.277.0 on the PostgreSQL branch runs
+    UpgradeDBInstanceMajorVersion in place with SwitchTimeMode Immediate; `protect` stops neither.
+    """
+    ignored = ["category"]
+    if rds.major_upgrade_to != rds.engine_version:
+        ignored.append("engineVersion")
+    return ignored
+
+
+def deployed_drift(rds: RdsSettings, category: str | None, engine_version: str | None) -> list[str]:
+    """One-line warnings for an ignored difference between the deployed instance and the config."""
+    warnings: list[str] = []
+    if category and category != rds.category:
+        warnings.append(
+            f"memos:rdsCategory: {rds.category} is not applied: the RDS instance is {category}, and the provider "
+            "changes an edition only for serverless instances, so `pulumi up` cannot do it; upgrade the edition in "
+            'the RDS console (docs/outgrowing.md, "Changing the RDS edition") or set memos:rdsCategory back to '
+            f"{category}"
+        )
+    if engine_version and engine_version != rds.engine_version:
+        if rds.major_upgrade_to == rds.engine_version:
+            warnings.append(
+                f"memos:rdsMajorUpgradeTo: the RDS instance still runs PostgreSQL {engine_version}: the provider of "
+                "pulumi-alicloud 4.0.0 does not upgrade PostgreSQL in place; run the upgrade with RDS "
+                '(docs/outgrowing.md, "Upgrading PostgreSQL on RDS")'
+            )
+        else:
+            warnings.append(
+                f"memos:rdsEngineVersion: {rds.engine_version} is not sent: the RDS instance runs PostgreSQL "
+                f"{engine_version}, and a major upgrade needs memos:rdsMajorUpgradeTo {rds.engine_version} too "
+                '(docs/outgrowing.md, "Upgrading PostgreSQL on RDS"); or set memos:rdsEngineVersion back to '
+                f"{engine_version}"
+            )
+    return warnings
 
 
 def check_offer(rds: RdsSettings, zone_id: str) -> None:

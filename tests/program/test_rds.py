@@ -13,9 +13,11 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.rds import deployed_drift
 from harness import mock_engine
 from harness.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
 from lib.policy_rules import evaluate
+from settings import RdsSettings
 from tests.conftest import PROD_SECRETS
 from tests.program.test_secrets import changed, leaves, under_secret
 from tools.offline_check import policy_resources
@@ -261,6 +263,7 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
         ({"rdsEngineVersion": "13.0"}, "memos:rdsEngineVersion", "needs PostgreSQL 14 or later"),
         ({"rdsEngineVersion": "19.0"}, "memos:rdsEngineVersion", "offered there: 14.0, 15.0, 16.0, 17.0, 18.0"),
         ({"rdsEngineVersion": "18"}, "memos:rdsEngineVersion", "not a major version as RDS names it, e.g. 18.0"),
+        ({"rdsMajorUpgradeTo": "18"}, "memos:rdsMajorUpgradeTo", "not a major version as RDS names it, e.g. 18.0"),
         (
             {"rdsInstanceClass": "pg.n2.medium.2c"},
             "memos:rdsInstanceClass",
@@ -284,6 +287,7 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
     ],
     ids=[
         "neither container nor rds", "engine without vector", "engine not offered", "engine version format",
+        "upgrade acknowledgement format",
         "class of the other edition", "unknown edition", "zone without RDS", "retention below RDS minimum",
         "dump copies without dumps", "app floor above the host", "container volumes not decided",
         "container volumes neither keep nor remove",
@@ -345,3 +349,74 @@ def test_a_classs_storage_range_is_read_as_one_object_or_as_a_list(shape: str, m
     assert str(raised.value) == (
         "memos:rdsStorageGb: 6001 GiB is outside what pg.n2.small.1 takes (20-6000 GiB); choose a size in that range"
     )
+
+
+def instance_warnings(run: StackRun) -> list[str]:
+    return [w for w in run.warnings if w.startswith(("memos:rdsCategory", "memos:rdsEngineVersion", "memos:rdsMajor"))]
+
+
+def test_a_category_change_is_never_sent_as_a_silent_update() -> None:
+    # The provider sends `category` only for serverless instances and reads the API's value back.
+    deployed = run_program("prod", RDS, secrets=PROD_SECRETS)
+    edited = {**RDS, "rdsCategory": "HighAvailability", "rdsInstanceClass": "pg.n2.medium.2c"}
+    run = run_program("prod", edited, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert "category" in instance.options["ignore_changes"]
+    assert instance.mock_outputs["category"] == "Basic"  # what the engine keeps for the existing instance
+    assert instance_warnings(run) == [
+        "memos:rdsCategory: HighAvailability is not applied: the RDS instance is Basic, and the provider changes an "
+        "edition only for serverless instances, so `pulumi up` cannot do it; upgrade the edition in the RDS console "
+        '(docs/outgrowing.md, "Changing the RDS edition") or set memos:rdsCategory back to Basic'
+    ]
+    # A new instance is created with the edition the config names, and nothing is said.
+    fresh = run_program("prod", edited, secrets=PROD_SECRETS)
+    assert fresh.by_name("rds-instance").mock_outputs["category"] == "HighAvailability"
+    assert instance_warnings(fresh) == []
+
+
+def test_a_changed_engine_version_is_not_sent_without_the_upgrade_acknowledgement() -> None:
+    deployed = run_program("prod", {**RDS, "rdsEngineVersion": "17.0"}, secrets=PROD_SECRETS)
+    run = run_program("prod", RDS, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert instance.options["ignore_changes"] == ["category", "engineVersion"]
+    assert instance.mock_outputs["engineVersion"] == "17.0"
+    assert instance_warnings(run) == [
+        "memos:rdsEngineVersion: 18.0 is not sent: the RDS instance runs PostgreSQL 17.0, and a major upgrade needs "
+        'memos:rdsMajorUpgradeTo 18.0 too (docs/outgrowing.md, "Upgrading PostgreSQL on RDS"); or set '
+        "memos:rdsEngineVersion back to 17.0"
+    ]
+
+
+def test_an_acknowledged_major_upgrade_sends_the_engine_version() -> None:
+    deployed = run_program("prod", {**RDS, "rdsEngineVersion": "17.0"}, secrets=PROD_SECRETS)
+    run = run_program("prod", {**RDS, "rdsMajorUpgradeTo": "18.0"}, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert instance.options["ignore_changes"] == ["category"]
+    assert instance.mock_outputs["engineVersion"] == "18.0"
+    assert instance_warnings(run) == []
+
+
+def test_an_acknowledgement_of_another_version_sends_nothing_and_says_so() -> None:
+    run = run_program("prod", {**RDS, "rdsMajorUpgradeTo": "17.0"}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").options["ignore_changes"] == ["category", "engineVersion"]
+    assert instance_warnings(run) == [
+        "memos:rdsMajorUpgradeTo: 17.0 is not memos:rdsEngineVersion (18.0), so no engine version is sent to the RDS "
+        "instance; set both to the version you upgrade to, or remove memos:rdsMajorUpgradeTo (docs/outgrowing.md, "
+        '"Upgrading PostgreSQL on RDS")'
+    ]
+
+
+def test_an_acknowledged_upgrade_the_provider_did_not_run_is_reported() -> None:
+    # pulumi-alicloud 4.0.0 (provider v1.247.0) sends a changed engine version for MySQL only, so after the
+    # `up` its Read still reports the old version; the mock engine answers with the inputs and cannot show it.
+    rds = RdsSettings(
+        engine_version="18.0", major_upgrade_to="18.0", instance_class="pg.n2.small.1", category="Basic",
+        storage_gb=20, storage_type="cloud_essd", backup_retention_days=7, backup_window="18:00Z-19:00Z",
+        keep_container_volumes=False,
+    )  # fmt: skip
+    assert deployed_drift(rds, "Basic", "17.0") == [
+        "memos:rdsMajorUpgradeTo: the RDS instance still runs PostgreSQL 17.0: the provider of pulumi-alicloud 4.0.0 "
+        'does not upgrade PostgreSQL in place; run the upgrade with RDS (docs/outgrowing.md, "Upgrading PostgreSQL '
+        'on RDS")'
+    ]
+    assert deployed_drift(rds, "Basic", "18.0") == []
