@@ -110,6 +110,9 @@ class DatabaseSettings:
     name: str = "memos"
     app_role: str = "memos"
     rds: RdsSettings | None = None
+    #: memos:rdsInstance keep on a container stack that ran on RDS: the RDS instance and everything in
+    #: it stay declared (protected, retained in prod), though the app no longer uses them.
+    kept_rds: RdsSettings | None = None
 
     @property
     def kind(self) -> DatabaseKind:
@@ -379,6 +382,22 @@ def _keep_container_volumes(values: ConfigValues, kind: DatabaseKind, name_prefi
     return values.choice(key, ("keep", "remove")) == "keep"
 
 
+def _keep_rds(values: ConfigValues, kind: DatabaseKind) -> bool:
+    """memos:rdsInstance: whether a container stack still declares the RDS instance it ran on."""
+    key = "rdsInstance"
+    choice = values.string(key)
+    if not choice:
+        return False
+    keep = values.choice(key, ("keep", "remove")) == "keep"
+    if kind == "rds" and not keep:
+        raise ConfigError(
+            key,
+            "remove applies only with memos:database container (the stack runs on RDS now); run: "
+            f"pulumi config rm memos:{key}",
+        )
+    return keep
+
+
 def _rds_version(values: ConfigValues, key: str) -> str:
     """A major version key (memos:rdsEngineVersion, memos:rdsMajorUpgradeTo) as RDS names it."""
     version = values.string(key)
@@ -409,10 +428,11 @@ def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind, name_
     version = _rds_version(values, "rdsEngineVersion")
     upgrade_to = _rds_version(values, "rdsMajorUpgradeTo") if values.string("rdsMajorUpgradeTo") else ""
     retention = backup.retention_days
-    if kind == "rds" and not 7 <= retention <= 730:
+    if (kind == "rds" or _keep_rds(values, kind)) and not 7 <= retention <= 730:
         raise ConfigError(
             "backupRetentionDays",
-            f"{retention}: RDS keeps backups for 7 to 730 days; set a number in that range with memos:database rds",
+            f"{retention}: RDS keeps backups for 7 to 730 days; set a number in that range with memos:database rds "
+            "(or memos:rdsInstance keep)",
         )
     return RdsSettings(
         engine_version=version,
@@ -549,6 +569,7 @@ def _database(
             "database",
             "rds runs ApsaraDB RDS next to the production ECS host, which dev does not have; use container in dev",
         )
+    kept = _keep_rds(values, kind)
     rds = _rds(values, backup, kind, name_prefix)
     workload = Workload(
         expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
@@ -560,6 +581,7 @@ def _database(
         password_generation=values.integer("dbPasswordGeneration", minimum=1, maximum=1_000_000),
         superuser_password_generation=values.integer("dbSuperuserPasswordGeneration", minimum=1, maximum=1_000_000),
         rds=rds if kind == "rds" else None,
+        kept_rds=rds if kind == "container" and kept else None,
     )
 
 

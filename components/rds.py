@@ -1,7 +1,8 @@
 """The database on ApsaraDB RDS for PostgreSQL, in the ECS host's VPC and zone, instead of a container.
 
 Creates the RDS instance (private endpoint only, whitelist limited to the host's vSwitch, SSL on, ECS-
-style deletion protection and Pulumi `protect` in prod), the app's database, a privileged account used
+style deletion protection and Pulumi `protect` in prod; the database, both accounts, the privilege and
+the backup policy are protected and retained in prod as well), the app's database, a privileged account used
 only to create the `vector` and `btree_gist` extensions, a normal account that owns the app's database
 (RDS's DBOwner privilege), the backup policy, and a job that creates the extensions from the ECS host
 before the app first starts. The engine version and instance class are checked against the zone's
@@ -93,6 +94,10 @@ class RdsDatabase(pulumi.ComponentResource):
         rds = args.rds
         check_offer(rds, args.zone_id)
         child = pulumi.ResourceOptions(parent=self)
+        # What holds the data and the access to it: protected and retained like the instance, so that a
+        # stack that stops declaring them (moved back to the container database) cannot drop the database
+        # before the instance's own protect refuses (the engine checks protect as each delete runs).
+        kept = pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect)
 
         admin_password = generated_password(f"{name}-admin-password", args.admin_password_generation, child)
         app_password = generated_password(f"{name}-app-password", args.app_password_generation, child)
@@ -131,7 +136,7 @@ class RdsDatabase(pulumi.ComponentResource):
             data_base_name=args.database,
             character_set=CHARACTER_SET,
             description="Memos",
-            opts=child,
+            opts=kept,
         )
         admin = alicloud.rds.RdsAccount(
             f"{name}-admin-account",
@@ -140,7 +145,7 @@ class RdsDatabase(pulumi.ComponentResource):
             account_password=admin_password,
             account_type="Super",
             account_description="creates the extensions; never used by the app",
-            opts=child,
+            opts=kept,
         )
         app = alicloud.rds.RdsAccount(
             f"{name}-app-account",
@@ -149,7 +154,7 @@ class RdsDatabase(pulumi.ComponentResource):
             account_password=app_password,
             account_type="Normal",
             account_description="the Memos app",
-            opts=child,
+            opts=kept,
         )
         privilege = alicloud.rds.AccountPrivilege(
             f"{name}-app-privilege",
@@ -157,7 +162,7 @@ class RdsDatabase(pulumi.ComponentResource):
             account_name=app.account_name,
             db_names=[database.data_base_name],
             privilege="DBOwner",
-            opts=child,
+            opts=kept,
         )
         alicloud.rds.BackupPolicy(
             f"{name}-backup-policy",
@@ -165,7 +170,7 @@ class RdsDatabase(pulumi.ComponentResource):
             backup_retention_period=rds.backup_retention_days,
             preferred_backup_time=rds.backup_window,
             preferred_backup_periods=list(WEEKDAYS),
-            opts=child,
+            opts=kept,
         )
 
         client = docker.RemoteImage(

@@ -284,13 +284,15 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
             "remove for a new stack or once they are no longer needed",
         ),
         ({"containerDatabaseVolumes": "drop"}, "memos:containerDatabaseVolumes", "'drop' is not one of keep, remove"),
+        ({"rdsInstance": "remove"}, "memos:rdsInstance", "remove applies only with memos:database container"),
+        ({"rdsInstance": "drop"}, "memos:rdsInstance", "'drop' is not one of keep, remove"),
     ],
     ids=[
         "neither container nor rds", "engine without vector", "engine not offered", "engine version format",
         "upgrade acknowledgement format",
         "class of the other edition", "unknown edition", "zone without RDS", "retention below RDS minimum",
         "dump copies without dumps", "app floor above the host", "container volumes not decided",
-        "container volumes neither keep nor remove",
+        "container volumes neither keep nor remove", "rds instance removed while on rds", "rds instance neither",
     ],
 )  # fmt: skip
 def test_bad_rds_config_fails_with_one_line(overrides: dict[str, Any], key: str, fragment: str) -> None:
@@ -420,3 +422,45 @@ def test_an_acknowledged_upgrade_the_provider_did_not_run_is_reported() -> None:
         'on RDS")'
     ]
     assert deployed_drift(rds, "Basic", "18.0") == []
+
+
+#: A stack moved back from RDS to the container database (scripts/migrate-database to-container).
+MOVED_BACK = {"database": "container", "rdsInstance": "keep"}
+RDS_DATA = ("rds-instance", "rds-database", "rds-admin-account", "rds-app-account", "rds-app-privilege",
+            "rds-backup-policy")  # fmt: skip
+
+
+def test_the_database_and_its_accounts_are_protected_and_retained_like_the_instance(rds_run: StackRun) -> None:
+    for name in RDS_DATA:
+        options = rds_run.by_name(name).options
+        assert (options["protect"], options["retain_on_delete"]) == (True, True), name
+    # Rotation replaces a password: those are not protected.
+    assert not rds_run.by_name("rds-app-password").options["protect"]
+
+
+def test_keep_declares_the_rds_instance_on_a_container_stack_exactly_as_on_rds() -> None:
+    on_rds = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    back = run_program("prod", MOVED_BACK, secrets=PROD_SECRETS)
+    rds = {r.name for r in on_rds.resources.values() if r.name == "rds" or r.name.startswith("rds-")}
+    assert len(rds) == 11
+    for name in rds:
+        before, after = on_rds.by_name(name), back.by_name(name)
+        assert (after.urn, after.inputs) == (before.urn, before.inputs), name
+        assert after.options["protect"] == before.options["protect"], name
+    # The app is on the container database again.
+    assert back.outputs["app_dsn"].startswith("postgres://memos:") and "@postgres:5432/" in back.outputs["app_dsn"]
+    assert {"database-server", "backup-server"} <= back.names()
+    assert back.by_name("rds-instance").urn in back.by_name("destroy-guard").options["dependencies"]
+    assert evaluate(policy_resources(back)) == []
+
+
+def test_a_container_stack_without_keep_declares_no_rds() -> None:
+    for overrides in ({}, {"rdsInstance": "remove"}):
+        run = run_program("prod", overrides, secrets=PROD_SECRETS)
+        assert not [n for n in run.names() if n == "rds" or n.startswith("rds-")], overrides
+
+
+def test_a_kept_rds_instance_still_needs_an_rds_backup_retention() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {**MOVED_BACK, "backupRetentionDays": 3}, secrets=PROD_SECRETS)
+    assert str(raised.value).startswith("memos:backupRetentionDays: 3: RDS keeps backups for 7 to 730 days")
