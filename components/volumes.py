@@ -3,9 +3,12 @@
 A volume's physical name includes memos:namePrefix, and Docker's volume name is ForceNew in the
 provider (resource_docker_volume.go), so a new prefix would replace every volume: a new, empty one
 under the new name, and a delete of the old one that `protect` refuses only when that step runs.
-A protected volume therefore keeps the name it was created with (`ignore_changes`), and the
-containers mount the volume resource's own `name` output: what they mount always exists (a mount of
-a missing name would make Docker create a new, empty volume).
+A protected volume therefore keeps the name it was created with (`ignore_changes`: the engine gives
+an ignored property its deployed input, processIgnoreChanges in pulumi/pulumi
+pkg/resource/deploy/step_generator.go, and an unchanged resource's step hands the program its
+deployed outputs, SameStep.Apply in step.go), and the containers mount the volume resource's own
+`name` output: what they mount always exists (a mount of a missing name would make Docker create a
+new, empty volume).
 """
 
 from __future__ import annotations
