@@ -26,7 +26,7 @@ from lib.app_env import APP_PORT, app_environment
 from lib.errors import ConfigError
 from lib.host_scripts import operator_ssh_command
 from lib.images import expected_extensions
-from settings import StackSettings, from_pulumi_config
+from settings import RdsSettings, StackSettings, from_pulumi_config
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ def main(s: StackSettings) -> None:
     network = AppNetwork("network", AppNetworkArgs(name=f"{prefix}-net", labels=labels), opts=on_docker)
     volumes = DataVolumes("volumes", DataVolumesArgs(names=volume_names(s), protect=s.protect_data, labels=labels),
                           opts=on_docker)  # fmt: skip
-    if s.database.kind == "rds":
-        database = rds_database(s, host, target, tags)
+    kept: list[pulumi.Resource] = []
+    if s.database.rds is not None:
+        database = rds_database(s, s.database.rds, host, target, tags)
     else:
         database = container_database(
             s, target=target, network=network, volumes=volumes, bucket=bucket, alarms=alarms, labels=labels
         )
+        if s.database.kept_rds is not None:
+            # Moved back from RDS: the instance stays declared, unused, until memos:rdsInstance says remove.
+            kept = rds_database(s, s.database.kept_rds, host, target, tags).before_app
     instance_url = public_url(s, target)
     app = MemosApp("app", MemosAppArgs(
         image=str(s.images.app), container_name=None if s.proxy else f"{prefix}-app", network_name=network.name,
@@ -70,7 +74,7 @@ def main(s: StackSettings) -> None:
             labels=labels, depends_on=[app],
         ), opts=on_docker)  # fmt: skip
     # Every resource of the stack, for the destroy guard (deleted first, protected in prod).
-    parts = [*target.resources, network, volumes, *database.before_app, app, alarms, proxy, bucket]
+    parts = [*target.resources, network, volumes, *database.before_app, *kept, app, alarms, proxy, bucket]
     DestroyGuard("destroy-guard", DestroyGuardArgs(protect=s.protect_data),
                  opts=pulumi.ResourceOptions(depends_on=[p for p in parts if p is not None]))  # fmt: skip
 
@@ -78,7 +82,8 @@ def main(s: StackSettings) -> None:
     if s.database.host_port is not None:
         pulumi.export("db_endpoint", f"127.0.0.1:{s.database.host_port}")
     pulumi.export("app_container", app.container_name)
-    pulumi.export("db_extensions", expected_extensions(s.images.postgres))
+    # What the database is expected to have; tools.verify reads what it has.
+    pulumi.export("db_extensions_expected", expected_extensions(s.images.postgres))
     pulumi.export("memory_plan", memory_plan(s))
     pulumi.export("app_dsn", database.dsn)
     if bucket:
@@ -172,13 +177,15 @@ def container_database(
     return Database(dsn=database.app_dsn, before_app=[database, backups])
 
 
-def rds_database(s: StackSettings, host: EcsHost | None, target: DockerTarget, tags: dict[str, str]) -> Database:
+def rds_database(
+    s: StackSettings, rds: RdsSettings, host: EcsHost | None, target: DockerTarget, tags: dict[str, str]
+) -> Database:
     """ApsaraDB RDS for PostgreSQL in the host's VPC; its extensions are made from the host."""
     db, ecs = s.database, s.ecs
-    if db.rds is None or ecs is None or host is None:
+    if ecs is None or host is None:
         raise ConfigError("database", "rds runs only next to the production ECS host (memos:stage prod)")
     managed = RdsDatabase("rds", RdsDatabaseArgs(
-        rds=db.rds, zone_id=ecs.zone_id, vpc_id=host.vpc_id, vswitch_id=host.vswitch_id,
+        rds=rds, zone_id=ecs.zone_id, vpc_id=host.vpc_id, vswitch_id=host.vswitch_id,
         vswitch_cidr=ecs.vswitch_cidr, name_prefix=s.name_prefix, database=db.name, app_account=db.app_role,
         app_password_generation=db.password_generation, admin_password_generation=db.superuser_password_generation,
         client_image=str(s.images.postgres), shell_prefix=target.shell_prefix, docker_options=target.options(),

@@ -82,6 +82,9 @@ class RdsSettings:
 
     #: Major version as RDS names it, e.g. "18.0".
     engine_version: str
+    #: memos:rdsMajorUpgradeTo: the engine version reaches an existing instance only while this equals
+    #: engine_version (the provider may run a major upgrade with an immediate switch-over); "" otherwise.
+    major_upgrade_to: str
     instance_class: str
     #: RDS edition: Basic (one node) or HighAvailability (primary and standby).
     category: str
@@ -107,6 +110,9 @@ class DatabaseSettings:
     name: str = "memos"
     app_role: str = "memos"
     rds: RdsSettings | None = None
+    #: memos:rdsInstance keep on a container stack that ran on RDS: the RDS instance and everything in
+    #: it stay declared (protected, retained in prod), though the app no longer uses them.
+    kept_rds: RdsSettings | None = None
 
     @property
     def kind(self) -> DatabaseKind:
@@ -379,25 +385,61 @@ def _keep_container_volumes(values: ConfigValues, kind: DatabaseKind, name_prefi
     return values.choice(key, ("keep", "remove")) == "keep"
 
 
-def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind, name_prefix: str) -> RdsSettings:
-    """The RDS keys, parsed in every stack (they are inert unless memos:database is rds)."""
-    version = values.string("rdsEngineVersion")
+def _keep_rds(values: ConfigValues, kind: DatabaseKind) -> bool:
+    """memos:rdsInstance: whether a container stack still declares the RDS instance it ran on."""
+    key = "rdsInstance"
+    choice = values.string(key)
+    if not choice:
+        return False
+    keep = values.choice(key, ("keep", "remove")) == "keep"
+    if kind == "rds" and not keep:
+        raise ConfigError(
+            key,
+            "remove applies only with memos:database container (the stack runs on RDS now); run: "
+            f"pulumi config rm memos:{key}",
+        )
+    return keep
+
+
+def _rds_version(values: ConfigValues, key: str) -> str:
+    """A major version key (memos:rdsEngineVersion, memos:rdsMajorUpgradeTo) as RDS names it."""
+    version = values.string(key)
     match = _RDS_ENGINE_VERSION.match(version)
     if not match:
-        raise ConfigError("rdsEngineVersion", f"{version!r} is not a major version as RDS names it, e.g. 18.0")
+        raise ConfigError(key, f"{version!r} is not a major version as RDS names it, e.g. 18.0")
     if int(match["major"]) < RDS_MIN_MAJOR:
         raise ConfigError(
-            "rdsEngineVersion",
+            key,
             f"{version}: the vector extension needs PostgreSQL 14 or later on RDS; use 18.0 (what the container runs)",
         )
+    return version
+
+
+def rds_upgrade_warning(rds: RdsSettings) -> str | None:
+    """A one-line warning when memos:rdsMajorUpgradeTo names another version than memos:rdsEngineVersion."""
+    if not rds.major_upgrade_to or rds.major_upgrade_to == rds.engine_version:
+        return None
+    return (
+        f"memos:rdsMajorUpgradeTo: {rds.major_upgrade_to} is not memos:rdsEngineVersion ({rds.engine_version}), so "
+        "no engine version is sent to the RDS instance; set both to the version you upgrade to, or remove "
+        'memos:rdsMajorUpgradeTo (docs/outgrowing.md, "Upgrading PostgreSQL on RDS")'
+    )
+
+
+def _rds(values: ConfigValues, backup: BackupSettings, kind: DatabaseKind, name_prefix: str) -> RdsSettings:
+    """The RDS keys, parsed in every stack (they are inert unless memos:database is rds)."""
+    version = _rds_version(values, "rdsEngineVersion")
+    upgrade_to = _rds_version(values, "rdsMajorUpgradeTo") if values.string("rdsMajorUpgradeTo") else ""
     retention = backup.retention_days
-    if kind == "rds" and not 7 <= retention <= 730:
+    if (kind == "rds" or _keep_rds(values, kind)) and not 7 <= retention <= 730:
         raise ConfigError(
             "backupRetentionDays",
-            f"{retention}: RDS keeps backups for 7 to 730 days; set a number in that range with memos:database rds",
+            f"{retention}: RDS keeps backups for 7 to 730 days; set a number in that range with memos:database rds "
+            "(or memos:rdsInstance keep)",
         )
     return RdsSettings(
         engine_version=version,
+        major_upgrade_to=upgrade_to,
         instance_class=values.string("rdsInstanceClass"),
         category=values.choice("rdsCategory", ("Basic", "HighAvailability")),
         storage_gb=values.integer("rdsStorageGb", minimum=20, maximum=32000),
@@ -530,6 +572,7 @@ def _database(
             "database",
             "rds runs ApsaraDB RDS next to the production ECS host, which dev does not have; use container in dev",
         )
+    kept = _keep_rds(values, kind)
     rds = _rds(values, backup, kind, name_prefix)
     workload = Workload(
         expected_embeddings=values.integer("expectedEmbeddings", minimum=0, maximum=100_000_000),
@@ -541,6 +584,7 @@ def _database(
         password_generation=values.integer("dbPasswordGeneration", minimum=1, maximum=1_000_000),
         superuser_password_generation=values.integer("dbSuperuserPasswordGeneration", minimum=1, maximum=1_000_000),
         rds=rds if kind == "rds" else None,
+        kept_rds=rds if kind == "container" and kept else None,
     )
 
 
@@ -671,6 +715,7 @@ def load_settings(
         # No database or dump container: their memory goes to the app.
         app = replace(app, memory_mib=app_share_without_database(host, reserves))
 
+    warnings = tuple(w for w in (release_warning, database.rds and rds_upgrade_warning(database.rds)) if w)
     return StackSettings(
         stack=stack,
         stage=stage,
@@ -685,7 +730,7 @@ def load_settings(
         backup=backup,
         proxy=proxy,
         ecs=ecs,
-        warnings=(release_warning,) if release_warning else (),
+        warnings=warnings,
         alarms=_alarms(values) if prod else None,
     )
 

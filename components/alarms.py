@@ -25,6 +25,7 @@ import pulumi
 import pulumi_alicloud as alicloud
 
 from lib.cloud_init import DATA_MOUNT
+from lib.cloud_names import site_monitor_task_name
 from settings import AlarmSettings
 
 #: The copier's custom metric (ops/oss_upload.py AGE_METRIC) and when it alarms.
@@ -150,7 +151,8 @@ class HostAlarms(pulumi.ComponentResource):
 
         probe = alicloud.cms.SiteMonitor(
             f"{name}-healthz",
-            task_name=f"{label}-healthz",
+            # CreateSiteMonitor takes letters, digits and underscores only (lib/cloud_names.py).
+            task_name=site_monitor_task_name(args.name_prefix, args.stack, "healthz"),
             task_type="HTTP",
             address=args.health_url,
             interval="1",

@@ -76,7 +76,8 @@ RDS_CLASSES: Mapping[str, Mapping[str, tuple[int, int]]] = {
 RDS_ZONES = ("cn-hangzhou-h", "cn-hangzhou-i", "cn-hangzhou-j")
 RDS_STORAGE_TYPES = ("cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd")
 #: Values the provider's RDS data sources accept (StringInSlice in alicloud/data_source_alicloud_db_instance_
-#: classes.go and ..._engines.go); anything else fails the invoke before any API call.
+#: classes.go and ..._engines.go, v1.247.0); anything else fails the invoke before any API call. Neither
+#: takes general_essd as a filter, though RDS sells it and the instance resource accepts it.
 RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "alicloud:rds/getInstanceClasses:getInstanceClasses": {
         "engine": ("MySQL", "SQLServer", "PostgreSQL", "PPAS", "MariaDB"),
@@ -84,7 +85,8 @@ RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "Basic", "HighAvailability", "AlwaysOn", "Finance", "serverless_basic", "serverless_standard",
             "serverless_ha", "cluster",
         ),
-        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3", "general_essd"),
+        "storageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3"),
+        "dbInstanceStorageType": ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3"),
         "instanceChargeType": ("PostPaid", "PrePaid", "Serverless"),
     },
     "alicloud:rds/getInstanceEngines:getInstanceEngines": {
@@ -94,6 +96,12 @@ RDS_FILTERS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "instanceChargeType": ("PostPaid", "PrePaid"),
     },
 }  # fmt: skip
+#: A class's storage range as the provider fills it: one {min, max, step} map of fmt.Sprint'ed numbers
+#: (data_source_alicloud_db_instance_classes.go). Whether it reaches the program as that one object or
+#: as the list the SDK's schema names (`storageRanges`) depends on the bridge; the mock answers either,
+#: as RDS_STORAGE_RANGE_SHAPE says ("list" or "object").
+RDS_STORAGE_RANGE: Mapping[str, str] = {"min": "20", "max": "32000", "step": "5"}
+RDS_STORAGE_RANGE_SHAPE = "list"
 
 
 class MockEcsOffer:
@@ -170,6 +178,8 @@ class Registered:
     #: What the mocks answered for it: the physical id and output properties.
     mock_id: str = ""
     mock_outputs: dict[str, Any] = field(default_factory=lambda: {})
+    #: The inputs as they were on the wire (secrets still wrapped), for a later run against this one.
+    wire: dict[str, Any] = field(default_factory=lambda: {})
 
 
 def _walk_secrets(value: Any, path: str, found: set[str]) -> Any:
@@ -331,7 +341,12 @@ def instance_types_answer(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The RDS engines and classes data sources, refusing the filter values the provider refuses."""
+    """The RDS engines and classes data sources, refusing the filter values the provider refuses.
+
+    Without a storage type, get_instance_classes takes the provider's slow path: DescribeAvailableZones
+    narrows the zones by edition, then every edition and storage type of each zone is listed
+    (data_source_alicloud_db_instance_classes.go, v1.247.0), so the classes of both editions come back.
+    """
     for key, allowed in RDS_FILTERS[token].items():
         value = args.get(key)
         if value is not None and value not in allowed:
@@ -357,12 +372,15 @@ def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return {"instanceEngines": engines, "ids": [e["engineVersion"] for e in engines]}
     if args.get("engineVersion") not in (None, *RDS_ENGINE_VERSIONS):
         categories = []
+    if categories and storage is None:
+        categories = list(RDS_CLASSES)
+    storage_range = dict(RDS_STORAGE_RANGE)
     classes = [
         {
             "instanceClass": name,
             # The API reports a price only with sorted_by=Price; the program does not ask for one.
             "price": "",
-            "storageRanges": [{"min": "20", "max": "32000", "step": "5"}],
+            "storageRanges": storage_range if RDS_STORAGE_RANGE_SHAPE == "object" else [storage_range],
             "zoneIds": zone_ids,
         }
         for c in categories
@@ -372,18 +390,43 @@ def rds_answer(token: str, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"instanceClasses": classes, "ids": [c["instanceClass"] for c in classes]}
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """A mock monitor that also keeps every registration's inputs, secrets and options."""
+def _with_ignored_kept(request: Any, deployed: Registered) -> Any:
+    """The registration as the engine hands it to the provider when the resource already exists: each
+    `ignore_changes` property takes its value from the deployed inputs, or is dropped if they had none
+    (processIgnoreChanges, pkg/resource/deploy/step_generator.go). Only top-level properties are
+    emulated; this program ignores no nested path."""
+    processed = type(request)()
+    processed.CopyFrom(request)
+    for path in request.ignoreChanges:
+        if not path.isidentifier():
+            raise AssertionError(f"ignore_changes path {path!r}: only top-level properties are emulated")
+        if path in deployed.wire:
+            processed.object[path] = deployed.wire[path]
+        elif path in processed.object:
+            del processed.object[path]
+    return processed
 
-    def __init__(self, mocks: RecordingMocks) -> None:
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A mock monitor that also keeps every registration's inputs, secrets and options.
+
+    With `deployed` (an earlier run standing for the stack's state), a resource registered again with
+    `ignore_changes` is answered as the engine would: its ignored properties keep their deployed values,
+    so the program reads those back from the resource's outputs.
+    """
+
+    def __init__(self, mocks: RecordingMocks, deployed: Mapping[str, Registered] | None = None) -> None:
         super().__init__(mocks)
         self.registered: dict[str, Registered] = {}
+        self.deployed = dict(deployed or {})
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
+        wire = json_format.MessageToDict(request.object)
+        previous = self.deployed.get(self.make_urn(request.parent, request.type, request.name))
+        sent = _with_ignored_kept(request, previous) if previous and request.ignoreChanges else request
+        response = super().RegisterResource(sent)
         if request.type == "pulumi:pulumi:Stack":
             return response
-        wire = json_format.MessageToDict(request.object)
         secrets: set[str] = set()
         inputs = _walk_secrets(wire, "", secrets)
         urn = response.urn
@@ -409,6 +452,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             },
             mock_id=answered.id,
             mock_outputs=dict(answered.state),
+            wire=wire,
         )
         return response
 
@@ -463,12 +507,14 @@ def run_program(
     secrets: Mapping[str, str] | None = None,
     plain_secrets: Mapping[str, str] | None = None,
     *,
+    deployed: StackRun | None = None,
     public_ip: str = DEFAULT_PUBLIC_IP,
     generations: Mapping[str, int] | None = None,
 ) -> StackRun:
     """Run __main__.py for `stack` with config overrides and secret config values.
 
     `plain_secrets` are set without the secret flag, as `pulumi config set` without `--secret` would.
+    `deployed` is an earlier run whose resources stand for the stack's state (see RecordingMonitor).
     `public_ip` is the elastic IP's address; `generations` gives a resource (by name) a new id, as a
     replacement does.
     Raises pulumi.RunError with the program's one-line message when the config is invalid.
@@ -483,7 +529,7 @@ def run_program(
         config[key if ":" in key else f"{PROJECT}:{key}"] = value
 
     mocks = RecordingMocks(public_ip=public_ip, generations=generations)
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, deployed.resources if deployed else None)
     logger = _WarningCollector()
     # A fresh root stack per run, so that each run registers its own resources and outputs.
     set_root_resource(None)  # type: ignore[arg-type]

@@ -127,8 +127,9 @@ class RehearsalDeployment(Deployment):
 
     def run_program(self) -> StackRun:
         assert self.host is not None
-        return run_program(self.stack, self._config(), secrets=self.secrets, public_ip=self.host.address,
-                           generations=self.generations)  # fmt: skip
+        # The previous run stands for the state: ignored inputs keep their deployed values, as in the engine.
+        return run_program(self.stack, self._config(), secrets=self.secrets, deployed=self.run,
+                           public_ip=self.host.address, generations=self.generations)  # fmt: skip
 
     def replace_instance(self, **changes: Any) -> list[Any]:
         """`pulumi state unprotect` of the instance, then `pulumi up --replace` of it (the runbook's steps)."""

@@ -63,9 +63,12 @@ def parse_image(key: str, value: str, *, require_pinned: bool) -> ImageRef:
 
 
 _PGVECTOR_TAG = re.compile(r"^(?P<version>\d+\.\d+\.\d+)-pg\d+")
+#: What an extension without a pinned version is expected at.
+ANY_VERSION = "any version"
 
 
-def expected_extensions(postgres_image: ImageRef) -> dict[str, str | None]:
-    """Extensions the database must have, with the pgvector version the image's tag names (if any)."""
+def expected_extensions(postgres_image: ImageRef) -> dict[str, str]:
+    """Extensions the database is expected to have: pgvector at the version the image's tag names, or
+    ANY_VERSION when the tag names none (btree_gist ships with PostgreSQL itself)."""
     match = _PGVECTOR_TAG.match(postgres_image.tag or "")
-    return {"vector": match["version"] if match else None, "btree_gist": None}
+    return {"vector": match["version"] if match else ANY_VERSION, "btree_gist": ANY_VERSION}

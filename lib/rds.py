@@ -11,6 +11,8 @@ the whole-hour slots "00:00Z-01:00Z" ... "23:00Z-24:00Z"; account names match
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 
 from lib.database_sql import EXTENSIONS_SQL
 
@@ -18,6 +20,11 @@ RDS_PORT = 5432
 #: The privileged account: used only by the extension job, never by the app.
 ADMIN_ACCOUNT = "memos_admin"
 _ACCOUNT = re.compile(r"^[a-z][a-z0-9_]{0,61}[a-z0-9]$")
+#: Storage types the RDS data sources accept as a filter: `db_instance_storage_type` of both
+#: get_instance_engines and get_instance_classes is StringInSlice of these (alicloud/data_source_alicloud_
+#: db_instance_engines.go and ..._classes.go, v1.247.0), while the instance itself also takes
+#: general_essd (resource_alicloud_db_instance.go). Any other value fails the invoke before any API call.
+LOOKUP_STORAGE_TYPES = ("cloud_ssd", "local_ssd", "cloud_essd", "cloud_essd2", "cloud_essd3")
 
 
 def backup_window(hour_utc: int) -> str:
@@ -59,3 +66,35 @@ def extension_job_stdin(password: str) -> str:
     if "\n" in password:
         raise ValueError("a password line cannot hold a newline")
     return f"{password}\n{EXTENSIONS_SQL}"
+
+
+def _gib(value: object) -> int:
+    """A size the provider prints with fmt.Sprint of the API's number: "20", "20.0" or 20."""
+    try:
+        return int(Decimal(str(value)))
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a storage size") from None
+
+
+def storage_ranges(value: object) -> list[tuple[int, int]]:
+    """(min, max) GiB of an instance class's `storageRanges`, however the lookup hands it over.
+
+    The provider declares `storage_range` as a TypeMap with a resource Elem and fills it with one
+    {min, max, step} map per class (data_source_alicloud_db_instance_classes.go, v1.247.0), while the
+    SDK's schema calls it a list (`storage_ranges`): read one object or a list of them.
+    """
+    items: list[object]
+    if value is None:
+        items = []
+    elif isinstance(value, Mapping):
+        items = [value]
+    elif isinstance(value, list):
+        items = list(value)  # pyright: ignore[reportUnknownArgumentType]
+    else:
+        raise ValueError(f"{value!r} is not a storage range or a list of them")
+    ranges: list[tuple[int, int]] = []
+    for item in items:
+        if not isinstance(item, Mapping) or "min" not in item or "max" not in item:
+            raise ValueError(f"{item!r} is not a storage range")
+        ranges.append((_gib(item["min"]), _gib(item["max"])))  # pyright: ignore[reportUnknownArgumentType]
+    return ranges

@@ -1,6 +1,6 @@
 """Post-deploy verification of a stack: the database, its extensions and settings, the app.
 
-    uv run python -m tools.verify --stack dev
+    ./scripts/dev uv run python -m tools.verify --stack dev    (the dev stack's backend and passphrase)
     uv run python -m tools.verify --stack prod
 
 Reads the stack's outputs with `pulumi stack output --json --show-secrets` (so it needs the stack's
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shlex
 import socket
 import subprocess
@@ -25,10 +26,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+from lib.images import ANY_VERSION
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,44 @@ def check_app(app_url: str) -> Check:
         return Check("app /healthz", False, f"{url}: {getattr(error, 'reason', error)}")
 
 
-def check_backups(shell_prefix: Sequence[str], backup_container: str) -> Check:
+#: `memos-backup health`'s two lines that carry a status file's "<epoch> <label> [<file>]"
+#: (ops/container/memos-backup): "last dump: ..." and "the last dump failed (...)".
+_STAMPED = re.compile(r"^(?P<head>last dump: |the last dump failed \()(?P<epoch>\d+) (?P<rest>.*?)(?P<close>\)?)$")
+
+
+def age(seconds: float) -> str:
+    """A short age: minutes under an hour, hours under two days, then days (rounded down)."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
+
+
+def readable_health(line: str, now: float) -> str:
+    """The backup container's health line with its epoch as a UTC time and an age.
+
+    "last dump: 1796294177 scheduled memos-...dump" -> "last dump: 2026-12-01 18:00 UTC, 5 h ago
+    (scheduled, memos-...dump)"; any other line is returned as it is.
+    """
+    match = _STAMPED.match(line)
+    if match is None:
+        return line
+    epoch = int(match["epoch"])
+    when = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    details = ", ".join(match["rest"].split())
+    if match["close"]:
+        return f"{match['head']}{when}, {age(now - epoch)} ago, {details})"
+    return f"{match['head']}{when}, {age(now - epoch)} ago ({details})"
+
+
+def check_backups(shell_prefix: Sequence[str], backup_container: str, *, now: float | None = None) -> Check:
     remote = ["docker", "exec", backup_container, "/bin/sh", "/usr/local/bin/memos-backup", "health"]
     argv = [*shell_prefix, shlex.join(remote)] if shell_prefix else remote
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     detail = (result.stdout.strip() or result.stderr.strip() or f"exit {result.returncode}").splitlines()[-1]
-    return Check("nightly backup", result.returncode == 0, detail)
+    return Check("nightly backup", result.returncode == 0, readable_health(detail, time.time() if now is None else now))
 
 
 def with_endpoint(dsn: str, host: str, port: int) -> str:
@@ -143,13 +179,20 @@ def database_endpoint(outputs: Mapping[str, Any]) -> Generator[tuple[str, int]]:
         tunnel.wait(timeout=10)
 
 
+def expected_versions(outputs: Mapping[str, Any]) -> dict[str, str | None]:
+    """The extensions the stack expects, by name: a version, or None for any version. Stacks last
+    deployed before the output was renamed still carry it as `db_extensions`, with null for any."""
+    expected = outputs["db_extensions_expected"] if "db_extensions_expected" in outputs else outputs["db_extensions"]
+    return {str(k): None if v in (None, ANY_VERSION) else str(v) for k, v in dict(expected).items()}
+
+
 def verify(outputs: Mapping[str, Any]) -> list[Check]:
     shell_prefix = shlex.split(str(outputs["ssh_command"])) if "ssh_command" in outputs else []
     with database_endpoint(outputs) as (host, port):
         checks = check_database(
             with_endpoint(str(outputs["app_dsn"]), host, port),
             {str(k): str(v) for k, v in dict(outputs["db_settings"]).items()},
-            {str(k): (None if v is None else str(v)) for k, v in dict(outputs["db_extensions"]).items()},
+            expected_versions(outputs),
         )
     checks.append(check_app(str(outputs["app_url"])))
     checks.append(check_backups(shell_prefix, str(outputs["backup_container"])))

@@ -316,6 +316,8 @@ def test_replacing_the_instance_drains_the_old_host_and_the_new_one_boots_its_fi
     host = host_of(prod)
     # A changed cloud-init is not applied to the running instance (it would reboot it)...
     assert {s.op for s in prod.up(swapMb=512)} == {"same"}
+    assert prod.run is not None
+    assert any("cloud-init has changed but is not applied" in w for w in prod.run.warnings)
     first = host.boots[0].user_data
     steps = prod.replace_instance()
     assert ops(steps)["host-instance"] == "replace"

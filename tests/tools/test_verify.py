@@ -7,6 +7,7 @@ app; `pulumi` and `docker` are stand-in executables on PATH that answer as the r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,22 @@ def test_a_setting_that_drifted_from_the_plan_fails_and_is_named(
 def test_a_missing_or_different_extension_fails(
     dev_run: StackRun, server: PostgresServer, app: str, tools: Path
 ) -> None:
-    stale = {**outputs(dev_run, server, app), "db_extensions": {"vector": "0.7.0", "btree_gist": None, "pg_trgm": None}}
+    expected = {"vector": "0.7.0", "btree_gist": "any version", "pg_trgm": "any version"}
+    stale = {**outputs(dev_run, server, app), "db_extensions_expected": expected}
     checks = {c.name: c for c in verify.verify(stale)}
     assert checks["extension vector"].detail == "version 0.8.6, the image ships 0.7.0"
     assert checks["extension pg_trgm"].detail == "not installed"
     assert not checks["extension vector"].ok
+    assert checks["extension btree_gist"].ok
+
+
+def test_a_stack_deployed_before_the_rename_is_checked_from_its_old_output(
+    dev_run: StackRun, server: PostgresServer, app: str, tools: Path
+) -> None:
+    old = {k: v for k, v in outputs(dev_run, server, app).items() if k != "db_extensions_expected"}
+    old["db_extensions"] = {"vector": "0.7.0", "btree_gist": None}
+    checks = {c.name: c for c in verify.verify(old)}
+    assert checks["extension vector"].detail == "version 0.8.6, the image ships 0.7.0"
     assert checks["extension btree_gist"].ok
 
 
@@ -115,7 +127,35 @@ def test_a_failed_backup_fails(dev_run: StackRun, server: PostgresServer, app: s
     stand_ins(tools, {"docker": "echo 'the last dump failed (1764007200 scheduled)'; exit 1"})
     checks = {c.name: c for c in verify.verify(outputs(dev_run, server, app))}
     assert not checks["nightly backup"].ok
-    assert checks["nightly backup"].detail == "the last dump failed (1764007200 scheduled)"
+    assert checks["nightly backup"].detail.startswith("the last dump failed (2025-11-24 18:00 UTC, ")
+    assert checks["nightly backup"].detail.endswith(" ago, scheduled)")
+
+
+def test_the_last_dump_is_shown_as_a_utc_time_and_its_age_not_as_epoch_seconds() -> None:
+    # 1764007200 is 2025-11-24 18:00:00 UTC; the checks run 5 h 20 min, 50 min and 3 days later.
+    dumped = 1764007200
+    line = "last dump: 1764007200 scheduled memos-20251124T180000Z-scheduled.dump"
+    assert verify.readable_health(line, dumped + 5 * 3600 + 20 * 60) == (
+        "last dump: 2025-11-24 18:00 UTC, 5 h ago (scheduled, memos-20251124T180000Z-scheduled.dump)"
+    )
+    assert verify.readable_health("last dump: 1764007200 manual", dumped + 50 * 60) == (
+        "last dump: 2025-11-24 18:00 UTC, 50 min ago (manual)"
+    )
+    assert verify.readable_health("the last dump failed (1764007200 nightly)", dumped + 3 * 86400) == (
+        "the last dump failed (2025-11-24 18:00 UTC, 3 d ago, nightly)"
+    )
+    assert verify.readable_health("no successful dump in the last 25 hours", dumped) == (
+        "no successful dump in the last 25 hours"
+    )
+
+
+def test_the_backup_check_reports_the_dump_time_readably(tools: Path) -> None:
+    dumped = int(time.time()) - 2 * 3600 - 60
+    stand_ins(tools, {"docker": f'echo "last dump: {dumped} scheduled memos-x-scheduled.dump"'})
+    check = verify.check_backups([], "memos-backup")
+    assert check.ok
+    assert check.detail.endswith(" UTC, 2 h ago (scheduled, memos-x-scheduled.dump)")
+    assert str(dumped) not in check.detail
 
 
 def test_the_command_reads_the_stack_outputs_with_pulumi(
