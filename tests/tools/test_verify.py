@@ -6,6 +6,7 @@ app; `pulumi` and `docker` are stand-in executables on PATH that answer as the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from harness.mock_engine import StackRun
+from harness.mock_engine import StackRun, run_program
 from harness.pg_server import PostgresServer
+from tests.conftest import PROD_SECRETS
 from tests.support import HealthEndpoint, rendered_database, stand_ins, start_rendered
 from tools import verify
 
@@ -169,3 +171,31 @@ def test_the_command_reads_the_stack_outputs_with_pulumi(
         "stack", "output", "--json", "--show-secrets", "--stack", "dev",
     ]  # fmt: skip
     assert "6 of 6 checks passed" in capsys.readouterr().out
+
+
+def test_an_rds_stack_is_verified_through_the_host_to_its_private_endpoint_without_container_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An RDS stack exports no memory plan, no database or dump container: verify used to fail on them.
+    run = run_program("prod", {"database": "rds", "containerDatabaseVolumes": "remove"}, secrets=PROD_SECRETS)
+    assert not {"db_settings", "db_container", "backup_container"} & set(run.outputs)
+    endpoint = str(run.outputs["rds_endpoint"])
+    assert verify.tunnel_target(run.outputs, ["ssh", "root@198.51.100.20"]) == (endpoint.rsplit(":", 1)[0], 5432)
+    reached: list[str] = []
+
+    @contextlib.contextmanager
+    def tunnel(outputs: Any) -> Iterator[tuple[str, int]]:
+        yield "127.0.0.1", 15432
+
+    def database(dsn: str, settings: Any, extensions: Any) -> list[verify.Check]:
+        reached.append(dsn)
+        assert settings == {}
+        return [verify.Check("database answers", True, "as memos"), verify.Check("settings equal the plan", True, "")]
+
+    monkeypatch.setattr(verify, "database_endpoint", tunnel)
+    monkeypatch.setattr(verify, "check_database", database)
+    monkeypatch.setattr(verify, "check_app", lambda url: verify.Check("app /healthz", True, url))
+    checks = verify.verify(run.outputs)
+    assert [c.name for c in checks] == ["database answers", "app /healthz"]
+    assert reached == [verify.with_endpoint(str(run.outputs["app_dsn"]), "127.0.0.1", 15432)]
+    assert "sslmode=require" in reached[0]
