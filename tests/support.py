@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import random
 import re
+import tarfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from docker.models.containers import Container
 from psycopg import sql
 
-from harness.deployment import Deployment
+from components.backup import BACKUP_DIR
+from harness.deployment import Deployment, run_in
 from harness.mock_engine import StackRun
 from harness.pg_server import PostgresServer
 from harness.realizer import Step
@@ -183,3 +187,16 @@ def fake_pulumi(bin_dir: Path, stack: str, outputs: Mapping[str, object]) -> Non
         'sys.exit(1) if not isinstance(o.get(sys.argv[1]), str) else print(o[sys.argv[1]])\' "$3"\n'
     )
     script.chmod(0o755)
+
+
+def completed_dumps(backup: Container) -> dict[str, bytes]:
+    """name -> content of every completed dump in the backup container's directory."""
+    names = [n for n in run_in(backup, ["ls", BACKUP_DIR])[1].split() if re.fullmatch(r"memos-\d{8}T\d{6}Z.*\.dump", n)]
+    found: dict[str, bytes] = {}
+    for name in names:
+        archive, _ = backup.get_archive(f"{BACKUP_DIR}/{name}")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(archive))) as tar:
+            member = tar.extractfile(name)
+            assert member is not None
+            found[name] = member.read()
+    return found

@@ -2,8 +2,8 @@
 
 One host serves the whole module, as one ECS instance serves a stack: the scenarios run in file order,
 each on what the one before left (a fresh deploy, a second `up`, a rotation, an upgrade, a restore, a
-reboot, the copier, the proxy, a host key that changed, and last the instance's replacement, drained
-and then dead). harness/rehearsal_host.py says what the host honours and where it differs from an ECS
+reboot, the copier and a new copier recipe, the proxy, a host key that changed, the instance's
+replacement, drained and then dead, and last the HNSW build under the database's memory limit). harness/rehearsal_host.py says what the host honours and where it differs from an ECS
 instance; harness/rehearsal.py how the stack reaches it.
 
 What this tier cannot show, beyond the Docker tier's list (the Pulumi CLI, the provider plugins' own
@@ -17,12 +17,16 @@ wide), and Let's Encrypt (the proxy scenario uses Caddy's internal CA).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
+import tarfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +37,7 @@ import docker.errors
 import pytest
 import yaml
 
+from components import backup as backup_component
 from components.backup import BACKUP_DIR
 from harness.cloud_standin import CloudStandIn
 from harness.deployment import UPGRADE_RELEASE, http_get, run_in
@@ -42,7 +47,7 @@ from harness.rehearsal import RehearsalDeployment
 from harness.rehearsal_host import GATEWAY, seed_user_data
 from lib.cloud_init import INSTALL_DOCKER_SCRIPT
 from tests.conftest import PROD_SECRETS
-from tests.support import fake_pulumi, insert_memos, ops, pins
+from tests.support import completed_dumps, fake_pulumi, insert_memos, ops, pins
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.xdist_group("rehearsal")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,11 +226,15 @@ def test_the_copier_image_is_built_on_the_host_over_ssh_and_uploads_a_real_dump(
     copier = prod.client.containers.get(str(prod.run.by_name("backup-offsite").inputs["name"]))
     assert copier.attrs["State"]["Running"]
     env = dict(item.split("=", 1) for item in copier.attrs["Config"]["Env"])
+    backup = prod.container("backup_container")
+    wait_for(lambda: completed_dumps(backup), "the backup container took a dump", timeout=120)
     cloud = CloudStandIn(bucket=env["OSS_BUCKET"], region=env["OSS_REGION"])
-    cloud.issue("STS.copier-on-the-host")
+    issued = cloud.issue("STS.copier-on-the-host")
     proxy = cloud.start(GATEWAY)
     try:
         [volume] = [m["Name"] for m in copier.attrs["Mounts"] if m["Destination"] == BACKUP_DIR]
+        # On the host's default bridge, as the stack's copier runs; the proxy stands in for OSS, CloudMonitor
+        # and the metadata service's credentials.
         once = prod.client.containers.run(
             image_name, ["--once"], detach=True,
             environment={**env, "HTTP_PROXY": proxy,
@@ -240,8 +249,73 @@ def test_the_copier_image_is_built_on_the_host_over_ssh_and_uploads_a_real_dump(
     finally:
         cloud.stop()
     assert result["StatusCode"] == 0, printed
-    assert cloud.objects, "nothing reached the OSS stand-in"
+    assert {key: stored.body for key, stored in cloud.objects.items()} == {
+        f"{env['OSS_PREFIX']}{name}": body for name, body in completed_dumps(backup).items()
+    }
+    assert [m["MetricName"] for m in cloud.metrics] == ["memos_backup_age_hours"]
     assert not cloud.refused
+    assert issued.secret not in printed and issued.token not in printed
+    # As PID 1 the copier ignores SIGTERM until it has a handler; a stop right after a start must still
+    # end at once (it used to wait out the 30 s grace period for the kill).
+    early = prod.client.containers.run(image_name, environment=env, detach=True)
+    time.sleep(0.2)
+    started = time.monotonic()
+    early.stop(timeout=30)
+    stopped_in = time.monotonic() - started
+    early.reload()
+    assert early.attrs["State"]["ExitCode"] == 0, early.logs().decode(errors="replace")
+    assert stopped_in < 5
+    early.remove()
+    assert {s.op for s in prod.up()} == {"same"}
+
+
+def test_a_new_copier_recipe_builds_again_on_the_host_and_replaces_only_the_copier(
+    prod: RehearsalDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed copier (here its script) is a new content-addressed tag: the provider's Update builds
+    it on the host, the copier container is replaced for the new image, nothing else moves; the old image
+    is removed from the host once nothing uses it. A change elsewhere in ops/ builds nothing, and going
+    back to the old recipe gives back the old tag."""
+    assert prod.run is not None
+    first = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "ops", project / "ops")
+    monkeypatch.setattr(prod.realizer, "project_dir", project)
+    monkeypatch.setattr(backup_component, "COPIER_CONTEXT", project / "ops")
+    restore_script = project / "ops/container/memos-restore"
+    restore_script.write_text(restore_script.read_text() + "\n# elsewhere in ops/\n")
+    (project / "ops/__pycache__").mkdir(exist_ok=True)
+    (project / "ops/__pycache__/written-by-a-test-run.pyc").write_bytes(b"\0")
+    assert {s.op for s in prod.up()} == {"same"}
+
+    # An older copier image a container still uses (an operator's one-off run, say) must stay.
+    in_use = "memos-oss-copier:still-in-use"
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    prod.client.api.import_image_from_data(empty.getvalue(), repository="memos-oss-copier", tag="still-in-use")  # pyright: ignore[reportUnknownMemberType]
+    holder = prod.client.containers.create(in_use, command=["none"])
+
+    script = project / "ops/oss_upload.py"
+    script.write_text(script.read_text() + "\n# a new copier release\n")
+    steps = prod.up()
+    assert prod.run is not None
+    second = str(prod.run.by_name("backup-offsite-image").inputs["imageName"])
+    assert second != first
+    rebuilt = {"backup-offsite-image": "update", "backup-offsite": "replace", "backup-offsite-image-prune": "replace"}
+    assert {s.name: s.op for s in steps if s.op != "same"} == rebuilt
+    prod.client.images.get(second)
+    with pytest.raises(docker.errors.ImageNotFound):
+        prod.client.images.get(first)
+    prod.client.images.get(in_use)
+    [prune] = [a for a in prod.realizer.applied.values() if a.registered.name == "backup-offsite-image-prune"]
+    assert sorted(str(prune.outputs["stdout"]).splitlines()) == [f"kept {in_use} (still in use)", f"removed {first}"]
+    holder.remove()
+
+    monkeypatch.undo()
+    steps = prod.up()
+    assert {s.name: s.op for s in steps if s.op != "same"} == rebuilt
+    assert prod.run is not None
+    assert str(prod.run.by_name("backup-offsite-image").inputs["imageName"]) == first
     assert {s.op for s in prod.up()} == {"same"}
 
 
@@ -352,3 +426,71 @@ def test_with_the_old_host_dead_the_replacement_warns_and_goes_on_and_a_rollout_
     assert prod.sql("SELECT count(*) FROM memo") == ["12"]
     logs = prod.container("db_container").logs().decode(errors="replace")
     assert "database system was interrupted" in logs or "not properly shut down" in logs
+
+
+def memory_cgroup(container_id: str) -> Path:
+    """A container's memory cgroup as this machine's kernel keeps it: the rehearsal host's own containers
+    sit below the host's cgroup, where its dockerd made them."""
+    found = [path for path in Path("/sys/fs/cgroup/memory").rglob(f"*{container_id}*") if path.is_dir()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def cgroup_counters(directory: Path, name: str) -> dict[str, int]:
+    return {key: int(value) for key, value in (line.split() for line in (directory / name).read_text().splitlines())}
+
+
+def test_the_databases_hnsw_build_fits_its_memory_limit_on_the_2_gib_host(prod: RehearsalDeployment) -> None:
+    """The index build over the plan's expected embeddings, in the database container under the limit the
+    plan gave it, on the host limited to 2 GiB with everything else of the stack running (the proxy and
+    the copier included). The page cache counts against a cgroup v1 limit too and is reclaimed at it, so
+    the peak that matters is resident plus shared memory (shared_buffers, the parallel build's /dev/shm),
+    sampled from the kernel's memory.stat during the build. Last in the module: it leaves the rows."""
+    assert prod.run is not None
+    rows = int(prod.run.config["memos:expectedEmbeddings"])
+    db = prod.container("db_container")
+    limit_mib = db.attrs["HostConfig"]["Memory"] // (1024 * 1024)
+    assert limit_mib == prod.run.by_name("database-server").inputs["memory"]
+    cgroup = memory_cgroup(str(db.id))
+    host = host_of(prod)
+    assert host.container is not None
+    host_cgroup = next(p for p in cgroup.parents if str(host.container.id) in p.name)
+    host_limit_mib = int((host_cgroup / "memory.limit_in_bytes").read_text()) // (1024 * 1024)
+    assert host_limit_mib == 2048
+    prod.sql("DROP INDEX idx_memo_embedding")
+    insert_memos(prod, rows)
+    peak = {"bytes": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            stat = cgroup_counters(cgroup, "memory.stat")
+            peak["bytes"] = max(peak["bytes"], stat["total_rss"] + stat["total_shmem"])
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        prod.sql(
+            "CREATE INDEX idx_memo_embedding ON memo USING hnsw (embedding vector_cosine_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
+    finally:
+        done.set()
+        sampler.join()
+    took = time.monotonic() - started
+    db.reload()
+    assert not db.attrs["State"]["OOMKilled"]
+    assert db.attrs["RestartCount"] == 0
+    assert cgroup_counters(cgroup, "memory.oom_control").get("oom_kill", 0) == 0
+    # Nothing else on the box was killed for it either.
+    assert cgroup_counters(host_cgroup, "memory.oom_control").get("oom_kill", 0) == 0
+    logs = db.logs().decode(errors="replace")
+    assert "no longer fits into maintenance_work_mem" not in logs
+    assert "out of memory" not in logs.lower()
+    peak_mib = peak["bytes"] // (1024 * 1024)
+    print(f"HNSW build over {rows} rows: {took:.1f} s, peak rss+shmem {peak_mib} MiB of a {limit_mib} MiB limit")
+    assert 0 < peak_mib < limit_mib
+    assert prod.sql("SELECT count(*) FROM memo") == [str(rows + 12)]
+    assert healthy(prod)
