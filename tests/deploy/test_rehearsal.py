@@ -3,8 +3,9 @@
 One host serves the whole module, as one ECS instance serves a stack: the scenarios run in file order,
 each on what the one before left (a fresh deploy, a second `up`, a rotation, an upgrade, a restore, a
 reboot, the copier and a new copier recipe, the proxy, a host key that changed, the instance's
-replacement, drained and then dead, and last the HNSW build under the database's memory limit). harness/rehearsal_host.py says what the host honours and where it differs from an ECS
-instance; harness/rehearsal.py how the stack reaches it.
+replacement, drained and then dead, and last the HNSW build under the database's memory limit).
+harness/rehearsal_host.py says what the host honours and where it differs from an ECS instance;
+harness/rehearsal.py how the stack reaches it.
 
 What this tier cannot show, beyond the Docker tier's list (the Pulumi CLI, the provider plugins' own
 code): Alibaba Cloud itself (the cloud resources stay on the mock engine; the firewall, the key pair, the
