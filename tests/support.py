@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from docker.models.containers import Container
@@ -22,6 +23,10 @@ from harness.deployment import Deployment, run_in
 from harness.mock_engine import StackRun
 from harness.pg_server import PostgresServer
 from harness.realizer import Step
+from tools.adopt_host_key import SECRET_SIG
+
+#: The value under SECRET_SIG in an exported secret (resource.SecretSig in Pulumi's SDK).
+SECRET_VALUE_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
 @dataclass(frozen=True)
@@ -200,3 +205,35 @@ def completed_dumps(backup: Container) -> dict[str, bytes]:
             assert member is not None
             found[name] = member.read()
     return found
+
+
+def stack_export(run: StackRun, *, without: Sequence[str] = ()) -> dict[str, Any]:
+    """What `pulumi stack export --show-secrets` prints for a run: a version-3 deployment whose resources
+    carry urn, type, parent and outputs, the stack resource's outputs being the run's exports. A secret
+    is written as the CLI writes it with --show-secrets (apitype.SecretV1: the signature key and
+    `plaintext`, the value's JSON; pkg/resource/stack/deployment.go). Outputs are what the mock engine
+    answered: a real export also has inputs, dependencies and provider references, which nobody reads
+    here. URNs are the engine's: a child of the stack carries no parent type (the mock's URNs do; the
+    recorded real state in ../shared/real-run/ shows the engine's). `without` leaves out resources by
+    name, as in a state from before they existed."""
+
+    def secret(value: Any) -> dict[str, str]:
+        return {SECRET_SIG: SECRET_VALUE_SIG, "plaintext": json.dumps(value)}
+
+    def engine_urn(urn: str) -> str:
+        return urn.replace("::pulumi:pulumi:Stack$", "::")
+
+    stack_urn = f"urn:pulumi:{run.stack}::memos::pulumi:pulumi:Stack::memos-{run.stack}"
+    outputs = {name: secret(value) if name in run.output_secrets else value for name, value in run.outputs.items()}
+    resources: list[dict[str, Any]] = [{"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack",
+                                        "outputs": outputs}]  # fmt: skip
+    for registered in run.resources.values():
+        if registered.name in without:
+            continue
+        secret_outputs = set(registered.options.get("additional_secret_outputs") or [])
+        resources.append({
+            "urn": engine_urn(registered.urn), "custom": bool(registered.options.get("custom")),
+            "type": registered.type, "parent": engine_urn(registered.parent) if registered.parent else stack_urn,
+            "outputs": {k: secret(v) if k in secret_outputs else v for k, v in registered.mock_outputs.items()},
+        })  # fmt: skip
+    return {"version": 3, "deployment": {"manifest": {"version": "v3.276.0"}, "resources": resources}}

@@ -2,8 +2,9 @@
 
 One host serves the whole module, as one ECS instance serves a stack: the scenarios run in file order,
 each on what the one before left (a fresh deploy, a second `up`, a rotation, an upgrade, a restore, a
-reboot, the copier and a new copier recipe, the proxy, a host key that changed, the instance's
-replacement, drained and then dead, and last the HNSW build under the database's memory limit).
+reboot, the copier and a new copier recipe, the proxy, a host key that changed, a host from before
+keys were pinned adopting the stack's key, the instance's replacement, drained and then dead, and
+last the HNSW build under the database's memory limit).
 harness/rehearsal_host.py says what the host honours and where it differs from an ECS instance;
 harness/rehearsal.py how the stack reaches it.
 
@@ -48,7 +49,7 @@ from harness.rehearsal import RehearsalDeployment
 from harness.rehearsal_host import GATEWAY, seed_user_data
 from lib.cloud_init import INSTALL_DOCKER_SCRIPT
 from tests.conftest import PROD_SECRETS
-from tests.support import completed_dumps, fake_pulumi, insert_memos, ops, pins
+from tests.support import completed_dumps, fake_pulumi, insert_memos, ops, pins, stack_export
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.xdist_group("rehearsal")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -383,6 +384,80 @@ def test_a_host_answering_with_another_key_is_refused_with_one_line_and_nothing_
         host.run("mv /root/pinned /etc/ssh/ssh_host_ed25519_key && "
                  "mv /root/pinned.pub /etc/ssh/ssh_host_ed25519_key.pub && systemctl restart ssh")  # fmt: skip
     assert {s.op for s in prod.up()} == {"same"}
+
+
+def fake_pulumi_with_export(bin_dir: Path, prod: RehearsalDeployment) -> Path:
+    """A `pulumi` for tools.adopt_host_key: `stack export --show-secrets` answers a state from before the
+    host key existed until `up --target <the key's URN>` has run, then the state with it; `config get
+    memos:sshPrivateKeyPath` answers the operator's key. Every call is appended to calls.log."""
+    assert prod.run is not None and prod.key is not None
+    bin_dir.mkdir()
+    (bin_dir / "before.json").write_text(json.dumps(stack_export(prod.run, without=["host-ssh-host-key"])))
+    (bin_dir / "after.json").write_text(json.dumps(stack_export(prod.run)))
+    urn = prod.run.by_name("host-ssh-host-key").urn
+    script = bin_dir / "pulumi"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'cd "{bin_dir}" && echo "$*" >> calls.log\n'
+        'case "$*" in\n'
+        '  "stack export --show-secrets --stack prod") [ -f created ] && exec cat after.json; exec cat before.json ;;\n'
+        f'  "up --stack prod --target {urn} --yes --skip-preview") touch created; exit 0 ;;\n'
+        f'  "config get memos:sshPrivateKeyPath --stack prod") echo "{prod.key.path}"; exit 0 ;;\n'
+        "esac\n"
+        "exit 2\n"
+    )
+    script.chmod(0o755)
+    return bin_dir / "calls.log"
+
+
+def test_a_host_deployed_before_keys_were_pinned_adopts_the_stacks_key_without_a_reboot(
+    prod: RehearsalDeployment, tmp_path: Path
+) -> None:
+    """The host as a stack from before the pinned key left it: the keys its first boot generated, one of
+    them learned by the operator's ssh on first use. What this cannot show: the real CLI's targeted up
+    (the fake only records it) and Ubuntu's socket-activated sshd (Debian's ssh.service restarts here)."""
+    host = host_of(prod)
+    assert prod.run is not None and host.container is not None
+    assert host.run("rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -A && systemctl restart ssh")[0] == 0
+    scanned = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ecdsa", host.address], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+    old_known_hosts = tmp_path / "memos-prod.known_hosts"
+    old_known_hosts.write_text(scanned.stdout)
+    gate = prod.realizer.run_shell(str(prod.run.by_name("host-docker-ready").inputs["create"]))
+    assert gate.returncode == 1  # what the next `pulumi up` would meet
+    started = {str(c.name): c.attrs["State"]["StartedAt"] for c in prod.client.containers.list()}
+    booted = host.container.attrs["State"]["StartedAt"]
+    calls = fake_pulumi_with_export(tmp_path / "bin", prod)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+
+    def adopt(*trust: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "tools.adopt_host_key", "--stack", "prod",
+                               *trust], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+                              timeout=120)  # fmt: skip
+
+    keys_before = host.run("cat /etc/ssh/ssh_host_*_key.pub")[1]
+    wrong = adopt("--fingerprint", "SHA256:" + "A" * 43)
+    assert wrong.returncode == 1
+    [line] = wrong.stderr.splitlines()
+    assert line.startswith(f"error: the host at {host.address} offers no key with fingerprint SHA256:AAAA")
+    assert host.run("cat /etc/ssh/ssh_host_*_key.pub")[1] == keys_before
+
+    adopted = adopt("--known-hosts", str(old_known_hosts))
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    assert f"up --stack prod --target {prod.run.by_name('host-ssh-host-key').urn} --yes --skip-preview" in (
+        calls.read_text().splitlines()
+    )
+    pinned = " ".join(str(prod.run.by_name("host-ssh-host-key").mock_outputs["publicKeyOpenssh"]).split()[:2])
+    assert host.run("ls /etc/ssh/ | grep ssh_host_")[1].split() == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    assert host.run("cat /etc/ssh/ssh_host_ed25519_key.pub")[1].strip() == pinned
+    # No reboot, no container restarted, and the next up passes the gate and changes nothing.
+    host.container.reload()
+    assert host.container.attrs["State"]["StartedAt"] == booted
+    assert {str(c.name): c.attrs["State"]["StartedAt"] for c in prod.client.containers.list()} == started
+    assert {s.op for s in prod.up()} == {"same"}
+    again = adopt("--known-hosts", str(old_known_hosts))
+    assert again.returncode == 0
+    assert "already answers with the stack's key" in again.stdout
 
 
 def test_replacing_the_instance_drains_the_old_host_and_the_new_one_boots_its_first_cloud_init(
