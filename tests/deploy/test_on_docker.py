@@ -36,8 +36,7 @@ from harness.mock_engine import StackRun, run_program
 from harness.realizer import RealizeError, buildkit_cli, container_diff, context_files, render_read
 from tests.support import container_ids, fake_pulumi, insert_memos, ops, same_setting
 
-# One xdist group: the tier's private daemon serves one worker (the rehearsal has its own, on the other).
-pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
+pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 AI_KEYS = {"siliconflowApiKey": "sk-sf-first-8d1c", "deepseekApiKey": "sk-ds-first-42aa"}
 

@@ -51,7 +51,7 @@ from lib.cloud_init import INSTALL_DOCKER_SCRIPT
 from tests.conftest import PROD_SECRETS
 from tests.support import completed_dumps, fake_pulumi, insert_memos, ops, pins, stack_export
 
-pytestmark = [pytest.mark.rehearsal, pytest.mark.xdist_group("rehearsal")]
+pytestmark = pytest.mark.rehearsal
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_KNOWN_HOSTS = Path("/root/.ssh/known_hosts")
 
