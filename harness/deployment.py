@@ -1,8 +1,12 @@
 """Helpers of the Docker tier: the private daemon, the stand-in images, and a deployed stack.
 
-A `Deployment` is one stack applied to the private daemon by harness/realizer.py: it runs the program on
-the mock engine with the given config, applies the registrations, and offers the checks the scenarios
-share (SQL in the database container, HTTP to published ports, the app stand-in's status).
+A `Deployment` is one stack applied by harness/realizer.py: it runs the program on the mock engine with the
+given config, applies the registrations, and offers the checks the scenarios share (SQL in the database
+container, HTTP to published ports, the app stand-in's status). Here the private daemon is the stack's
+Docker host, as it is for the dev stack (tests/deploy/test_on_docker.py). The prod stack, whose Docker host
+is the ECS instance reached over ssh, is a `RehearsalDeployment` (harness/rehearsal.py): its containers run
+on the rehearsal host's own dockerd, reached through the provider's ssh connection, and its commands' ssh
+goes to that host.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def http_get(url: str, *, timeout: float = 5) -> tuple[int, bytes]:
 
 @dataclass
 class Deployment:
-    """A stack config applied to the private daemon; `up()` again after changing the config."""
+    """A stack config applied by the realizer, with the private daemon as its Docker host (a
+    `RehearsalDeployment` has the rehearsal host instead); `up()` again after changing the config."""
 
     daemon: PrivateDockerd
     stack: str = "dev"

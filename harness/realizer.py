@@ -1,61 +1,177 @@
-"""Applies the registrations of one program run to a real Docker Engine, as the docker provider would.
+"""Applies the registrations of one program run to a real Docker Engine, as the providers and Pulumi's engine would.
 
-The Pulumi CLI and the docker provider plugin cannot be installed here, so the Docker tier runs the
-program on the mock engine (harness/mock_engine.py), then hands what it registered to a Realizer, which
-drives the Engine API the way the provider's source does. Sources: kreuzwerker/terraform-provider-docker
-v4.5.0 (the `upstream` submodule of pulumi/pulumi-docker, bridged as pulumi-docker 5.x), files
-internal/provider/resource_docker_container{,_funcs,_structures}.go; the pulumi-docker 5.2.0 SDK schema
-for upload owner/group; pulumi-command's documented rule for `local.Command`; Pulumi's step rules.
+The Pulumi CLI and the provider plugins cannot be installed here, so the Docker tier (the dev stack, on a
+private daemon) and the rehearsal (the prod stack, on a rehearsal host) run the program on the mock engine
+(harness/mock_engine.py) and hand what it registered to a Realizer. The Realizer drives the Engine API, the
+shell and the host the way the sources below do, so that a scenario shows what a real `pulumi up` leaves.
 
-Reproduced:
-- order: registrations in the order the SDK sent them (each only after its inputs resolved, so after
-  what it depends on), checked against the recorded dependencies;
-- networks and volumes by name; `RemoteImage` finds the image locally (the provider looks there before
-  it pulls; no registry is reachable) and its `image_id` is the local id; when a `RemoteImage` with
-  `keep_locally` false is deleted or replaced, the old image is removed;
-- a container: create (config, host config, binds for `volumes`, port bindings, restart policy,
-  memory in MB, `memory_swap`, `shm_size`, log config, capabilities, security options, tmpfs,
-  `read_only`, healthcheck durations parsed with Go's rules), connect its networks with their aliases,
-  upload every `uploads` file with the archive API into `/` (tar header name = the file's path, mode
-  from `permissions` or 0644/0744, numeric owner/group), start, and with `wait` poll once a second
-  until healthy or `wait_timeout`;
-- the state after create is what the provider's Read renders from `docker inspect` (names trimmed of
-  `/`, durations as Go's `Duration.String()`, memory back in MB, `image` as the image id when the input
-  is an id, ports and log options only when set, env/labels/uploads/volumes never read back);
+Sources, by release. Each rule below names the one it follows in brackets:
+- [docker v4.5.0] kreuzwerker/terraform-provider-docker v4.5.0, the Terraform provider pulumi-docker 5.x
+  bridges (the `upstream` submodule of pulumi-docker v5.1.0 is at v4.5.0), files in internal/provider/:
+  resource_docker_container.go (the schema: ForceNew, Optional+Computed, defaults),
+  resource_docker_container_funcs.go (Create, Read, Update, Delete), resource_docker_container_structures.go
+  (ports, volumes), resource_docker_network.go and resource_docker_network_funcs.go,
+  resource_docker_volume.go, resource_docker_image.go and resource_docker_image_funcs.go (`RemoteImage`),
+  config.go (the ssh connection).
+- [docker 5.2.0] pulumi-docker 5.2.0, the version uv.lock installs: its SDK (pulumi_docker/_inputs.py,
+  container.py, network.py, volume.py, remote_image.py, image.py, provider.py) gives the names and types of
+  what the program sends, and two container arguments v4.5.0 does not have: `owner` and `group` on uploads
+  (kreuzwerker issue #996, after v4.5.0, whose schema refuses those keys as "Invalid or unknown key") and
+  `deviceCgroupRules`. The provider code behind them is not in the sources read, so for these two the SDK's
+  descriptions are the reference.
+- [docker native] pulumi-docker's own code, read at v5.1.0, the newest tag of the mirror read (it has no
+  5.2.0 tag): the `Image` resource in provider/provider.go (Check, Diff, Update, Delete) and
+  provider/image.go, and provider/resources.go, which marks a container delete-before-replace.
+- [command 1.2.1] pulumi-command 1.2.1, provider/pkg/provider/local/: commandController.go (Create, Update,
+  Delete) and commandOutputs.go (how a command runs); provider/pkg/provider/common/inputs.go (`triggers`
+  replaces).
+- [engine] Pulumi's engine, pkg/resource/deploy/: step_generator.go (processIgnoreChanges; a replace where
+  the provider's diff or `replace_on_changes` asks for one; the `delete_before_replace` option, when set,
+  overriding the provider's choice; a protected resource's replace refused) and step.go (DeleteStep.Apply:
+  a protected resource's delete refused).
+- [random] pulumi-random: nothing of it runs here. A password or an id keeps the value the mock engine gave
+  it (a password's is derived from its name and keepers, so a keeper change gives a new one, as a replace
+  would).
+
+Order and the connection:
+- registrations are applied in the order the SDK sent them (each after its inputs resolved, so after what it
+  depends on), checked against the recorded dependencies [engine];
+- the docker provider's `host` [docker v4.5.0, config.go]: `unix://` (dev) is the daemon the Realizer was
+  given; `ssh://user@address` (prod) is reached as the provider reaches it, one
+  `ssh <sshOpts> -l user -- address docker system dial-stdio` per connection (harness/ssh_relay.py), and only
+  when the host layer's address is that address; otherwise the run is refused. When the instance is
+  replaced, or the ssh options change, the client is made again (with the API version of the first
+  connection: the new instance may still be booting).
+
+Networks, volumes and images [docker v4.5.0]:
+- a network or a volume is created by name with its driver, options and labels; every one of their arguments
+  is ForceNew, so any change replaces it;
+- `RemoteImage` finds the image locally, as findImage looks there before it pulls; no registry is reachable,
+  so on the host layer the image is loaded from the private daemon where a pull would fetch it. `image_id`
+  is the local id. Deleting one (also a replaced one) removes the image unless `keep_locally`, with
+  `force_remove`.
+
+Containers [docker v4.5.0 unless marked]:
+- create: the config and host config (binds for `volumes`, port bindings, restart policy, memory, swap,
+  reservation and shm size in MB, CPU shares and set, log config, capabilities, security options, tmpfs,
+  `read_only`, `init`, `privileged`, healthcheck durations parsed with Go's rules). On a daemon with the
+  default bridge the container is created on `network_mode` (default `bridge`), then disconnected from
+  `bridge` and connected to each `networks_advanced` network with its aliases, as Create does. Every upload
+  is put with the archive API into `/` (tar header name = the file's path, mode from `permissions` or
+  0644/0744, and [docker 5.2.0] numeric `owner`/`group`); then the container is started and, with `wait`,
+  inspected once a second until healthy or `wait_timeout`. A create that fails once the container exists
+  leaves it in the state, as the provider has stored its id;
+- the state after create is what Read renders from `docker inspect` (names trimmed of `/`, durations as Go's
+  `Duration.String()`, memory back in MB, `image` as the image id when the input is an id, ports and log
+  options only when set, env, labels, uploads and volumes never read back);
 - a later run diffs that state against the new inputs attribute by attribute (sets unordered, schema
-  defaults for absent attributes, Computed attributes unset in the program never differ, the
-  DiffSuppressFuncs of `user` and `working_dir`), minus `ignore_changes`: a changed ForceNew attribute or
-  one listed in `replace_on_changes` replaces the container (the old one deleted first when
-  `delete_before_replace`, else after the new one is up, which fails on a fixed name as it does for
-  real); memory/restart/cpu changes are applied with `docker update`; `must_run` restarts a stopped
-  container; any other change (a healthcheck or tmpfs edit without `replace_on_changes`) is an update
-  that changes nothing on the Engine;
-- delete: stop with `destroy_grace_seconds` (0 when unset: an immediate kill), remove with its anonymous
-  volumes; `protect` refuses a replace or delete before any step; `retain_on_delete` forgets it;
-- `command:local:Command`: `create` run with `/bin/sh -c`, its `stdin`, its `environment` and
-  `DOCKER_HOST` pointing at this daemon; any input change runs `create` again (no `update` command);
-  a non-zero exit fails the run. For a prod stack the `ssh ... user@host` prefix is dropped and the rest
-  runs here, as the remote shell would run it.
+  defaults for absent attributes, Optional+Computed attributes unset in the program never differ, the
+  DiffSuppressFuncs of `user` and `working_dir`), minus `ignore_changes` [engine]. A changed ForceNew
+  attribute, or one in `replace_on_changes` [engine], replaces the container; memory, swap, reservation,
+  restart and CPU changes are applied with `docker update` (Update); `must_run` starts a stopped container
+  (Read sets it false when the container is not running); any other change (a healthcheck or tmpfs edit
+  without `replace_on_changes`) is an update that changes nothing on the Engine;
+- a replace deletes the old container first with `delete_before_replace` [engine]; without it the new one
+  is created first and the old one deleted after the run, which fails on a fixed name as it does for real;
+- delete: stop with `destroy_grace_seconds` (0 when unset: an immediate kill), then remove with the
+  anonymous volumes (`remove_volumes`, default true).
 
-A built `Image` (the native resource of pulumi-docker 5.x, provider/image.go and provider.go) is
-reproduced as follows: Check adds `build.contextDigest`, a hash of the Dockerfile and of every context
-file the ignore file (`<Dockerfile>.dockerignore`, else `<context>/.dockerignore`) lets through, with its
-mode, and sets the host's platform (here linux/amd64) when none is given; Diff compares those
-inputs, and any change is an update that builds again under the same name (never a replacement);
-Create and Update build with BuildKit (the provider's default builder) from the filtered context, tag
-`imageName`, and with `skipPush` return the local image id as `repoDigest`; Delete does nothing, so
-the image stays on the daemon. The build is run with a docker CLI that has BuildKit (the provider
-drives the same Engine API with its own session). Deviation: with no default bridge, a build whose
-`network` is unset runs its `RUN` steps on the host network.
+Commands, `command:local:Command` [command 1.2.1]:
+- `create` runs with `/bin/sh -c`, its `stdin` and its `environment`, with DOCKER_HOST set to the target
+  daemon (for prod, the relay's socket) and DOCKER_CONTEXT removed; a non-zero exit fails the run; stdout
+  and stderr are kept without their last newline;
+- only a `triggers` change replaces a command; any other change is an update that runs `update`, or
+  `create` again when there is none; a delete, also of a replaced command after its replacement, runs the
+  old state's `delete` with the old state's `stdin` and `environment`;
+- with a host layer a command runs as written: its ssh may go to the host's address only, anything else is
+  refused. Without one (dev) it runs here; a leading `ssh ... user@host` would be dropped and any other ssh
+  refused, so nothing leaves this machine.
 
-The host layer of a prod stack (everything under `memos:index:EcsHost`: the instance, its readiness
-command, which would ssh to the ECS address) is not applied: the private daemon stands in for the host.
+Built images, `docker:index/image:Image` [docker native]: Check adds `build.contextDigest`, a hash of the
+Dockerfile and of every context file the ignore file (`<Dockerfile>.dockerignore`, else
+`<context>/.dockerignore`) lets through, with its mode, and sets the host's platform (here linux/amd64) when
+none is given; Diff compares those inputs, and any change is an update that builds again under the same name
+(never a replace); Create and Update build with BuildKit (the provider's default builder) from the filtered
+context, tag `imageName`, and with `skipPush` return the local image id as `repoDigest`; Delete does
+nothing, so the image stays on the daemon. The build runs with a docker CLI that has BuildKit (the provider
+drives the same Engine API with its own session) against the target daemon: for prod, the host's own
+BuildKit over the relay, with the image of a `BASE_IMAGE` build argument loaded onto the host first.
 
-What it cannot show: the CLI's own behaviour (previews, refresh, the secrets provider), the provider's
-plugin protocol, ssh transport to a real host, and the default `bridge` network: the private daemon has
-none (`--bridge=none`), so a container is created directly on its first `networks_advanced` network,
-where the provider creates it on `bridge` and moves it; `network_mode` is therefore not compared.
-Anything outside the docker, random and command providers (the Alibaba Cloud resources) is not applied.
+The host layer (prod): everything under `memos:index:EcsHost`. With a host layer (the HostLayer protocol;
+harness/rehearsal.py and harness/rehearsal_host.py provide it) the ECS instance is booted on the rehearsal
+host with the user data the program rendered, and replaced when its id changes (the mock engine gives a
+replaced instance a new id, as `pulumi up --replace` does). The program gives the instance
+`delete_before_replace` [engine], so the commands its new id replaces (the readiness command, by its triggers)
+are deleted first, newest first, and their `delete` runs against the old instance (the drain); the new
+instance boots on the same disk and address, with the deployed `userData` when it is in `ignore_changes`
+(processIgnoreChanges). The readiness command runs for real, over ssh. The other resources of the layer (the
+network, key pair, disk, elastic IP, host key) stay on the mock engine. Without a host layer the layer is skipped,
+and a prod run is refused at its provider's `ssh://` host.
+
+`protect` [engine] is checked when the step is reached: a replace when its registration comes (what came
+before it has been applied, and the run stops there), a delete when it runs (the deletes before it have
+happened). A deleted `retain_on_delete` resource is forgotten, not deleted.
+
+Deviations, each also named where it happens:
+- the private test daemon has no default `bridge` (`--bridge=none`). There only, a container is created
+  directly on its first `networks_advanced` network, `network_mode` is not compared
+  (NOT_SHOWN_WITHOUT_BRIDGE), and a build without `network` runs its RUN steps on the host network. The
+  rehearsal host's dockerd has the bridge, so there the provider's way is followed;
+- no registry: see `RemoteImage`; a build that would push is refused, and a Dockerfile outside its context
+  is not reproduced;
+- `ignore_changes` on the docker resources takes the ignored properties out of the diff, but a replacement
+  is created with the program's new values, where the engine (processIgnoreChanges) creates it with the
+  deployed ones. Only the instance's `userData` follows the engine;
+- the mock engine records `delete_before_replace` as a value only, so an option the program leaves unset
+  counts as false. For a container the engine would then follow the provider, which asks for
+  delete-before-replace [docker native, provider/resources.go]. The program sets the option on every
+  container, so this does not arise.
+
+Differences from the 5.2.0 SDK. HANDLED_*_INPUTS and IGNORED_*_INPUTS below list every argument of the
+installed SDKs (docker, and pulumi-command's `local.Command`), the ignored ones each with the reason;
+tests/harness/test_realizer_reference.py checks them against the SDKs and against what the program sends.
+- Ignored (the program sets none of them but the role job's `logging`, which changes nothing on a run; a
+  ForceNew one still replaces the container when it changes):
+  container `attach`, `logs`, `start` (always started), `rm`, `containerReadRefreshTimeoutMilliseconds`
+  (v4.5.0's Read only logs it), `cgroupParent`, `cgroupnsMode`, `cpus`, `cpuPeriod`, `cpuQuota`, `devices`,
+  `deviceCgroupRules`, `deviceRequests`, the device read/write bps and iops, `gpus`, `dns`, `dnsOpts`,
+  `dnsSearches`, `domainname`, `groupAdds`, `hosts`, `ipcMode`, `mounts`, `pidMode`, `platform`,
+  `publishAllPorts`, `runtime`, `stdinOpen`, `storageOpts`, `sysctls`, `tty`, `ulimits`, `usernsMode`;
+  volumes' `hostPath` (the entry would become an anonymous volume), `fromContainer` and `selinuxRelabel`;
+  networksAdvanced's addresses, `linkLocalIps`, `macAddress`, `driverOpts` and `gwPriority`; uploads'
+  `source` and `sourceHash` (the file would be uploaded empty). Network `ingress`, `ipv6` and IPAM; volume
+  `cluster`; RemoteImage `build`, `platform`, `triggers`, `pullTriggers`; Image `build.addHosts`,
+  `build.cacheFrom`, `registry`; provider TLS material, `context`, `registryAuth`,
+  `disableDockerDaemonCheck`; command `logging`, `interpreter`, `dir`, asset and archive paths,
+  `addPreviousOutputInEnv`.
+- Treated differently: uploads' `owner` and `group` are strings that may name a user or group of the
+  Pulumi host or give a numeric id; here only numeric ids are taken and a name is refused. `logDriver` unset
+  is sent as json-file, where Create sends none and the daemon's default applies. `securityOpts`
+  `systempaths=unconfined` goes to the Engine, where Create strips it and clears the masked and read-only
+  paths. `stopTimeout` 0 is sent as 0, where Create sets it only when non-zero. `envs` and `labels` are
+  Optional+Computed in v4.5.0 but treated as Optional, so removing every env or label replaces the
+  container. `networksAdvanced.aliases` is a set in the schema but compared in order. RemoteImage
+  `keepLocally` and `forceRemove` replace it when they change; they are not ForceNew (an update that reads
+  the image again). Network and volume `name` are optional in the SDK (the bridge names them); here the
+  program must set them. A volume's delete is neither forced nor retried while it is in use (v4.5.0 does
+  both, for 30 s). The provider's `sshOpts` is a list in the SDK and reaches the realizer, as it reaches
+  the provider, as a JSON string.
+- Types, as the SDK declares them and the realizer converts them: `memory`, `memoryReservation`,
+  `memorySwap` (-1: unlimited) and `shmSize` are ints in MB (times 1 MiB on the Engine); `stopTimeout`,
+  `destroyGraceSeconds` and `waitTimeout` ints in seconds; healthcheck durations strings in Go's syntax
+  (one ParseDuration refuses becomes 0, as the provider ignores the error); uploads' `permissions` an octal
+  string (`^0[0-7]{3}$`); `cpus` a decimal string (ignored). The schema's sets (`envs`, `labels`, `dns`,
+  `dnsOpts`, `dnsSearches`, `securityOpts`, `groupAdds`, `hosts`, `mounts`, `uploads`, `volumes`,
+  `networksAdvanced`, capabilities' `adds` and `drops`) arrive as lists and compare unordered (SETS,
+  _normal); `ports`, `command`, `entrypoints` and healthcheck `tests` are lists and compare in order;
+  `logOpts`, `tmpfs`, `storageOpts` and `sysctls` are maps.
+- Defaults, as the schema has them: `restart` "no", `mustRun` true, `networkMode` "bridge",
+  `removeVolumes` true, `waitTimeout` 60, `start` true, a port's `ip` "0.0.0.0" and `protocol` "tcp",
+  healthcheck durations "0s" and `retries` 0 (DEFAULTS, HEALTH_DEFAULTS, _normal).
+
+What it cannot show: the CLI's own behaviour (previews, refresh, the state file, the secrets provider), the
+plugins' protocol, the provider's connection reuse and retries, a real ECS instance (harness/rehearsal_host.py
+lists how the rehearsal host differs), and the Alibaba Cloud resources, which stay on the mock engine.
 """
 
 from __future__ import annotations
@@ -123,6 +239,143 @@ HEALTH_DEFAULTS: Mapping[str, Any] = {"interval": "0s", "timeout": "0s", "startP
 SETS = frozenset({"dns", "dnsOpts", "dnsSearches", "securityOpts", "groupAdds", "hosts", "mounts"})
 #: Not compared on a daemon without a default bridge, with the reason (see the module docstring).
 NOT_SHOWN_WITHOUT_BRIDGE = {"networkMode": "the private daemon has no default bridge network"}
+
+# -- the SDK's arguments -------------------------------------------------------------------------------
+# What the realizer does with every argument of the installed SDKs (pulumi-docker 5.2.0, pulumi-command
+# 1.2.1), by resource type, in Pulumi names as the mock engine records them. A nested argument is written
+# `parent.child`; an entry covers its own path and every path under it. HANDLED ones are applied, read
+# back or diffed as the module docstring says; IGNORED ones are not reproduced, each with the reason.
+# tests/harness/test_realizer_reference.py checks that the two tables of a type cover the SDK's arguments
+# exactly once and that the program sends nothing they do not cover.
+
+_NOT_SET_FORCE_NEW = "not set on the container; a change still replaces it (FORCE_NEW)"
+_NOT_SET_IN_PLACE = "not set on the container; a change is an update that changes nothing on the Engine"
+_NOT_CONNECTED = "not passed when the container is connected to the network"
+
+HANDLED_CONTAINER_INPUTS = frozenset(
+    (
+        *("image", "name", "command", "entrypoints", "user", "envs", "workingDir", "hostname", "stopSignal"),
+        *("stopTimeout", "labels.label", "labels.value", "restart", "maxRetryCount", "memory", "memorySwap"),
+        *("memoryReservation", "cpuShares", "cpuSet", "shmSize", "logDriver", "logOpts", "securityOpts"),
+        *("capabilities.adds", "capabilities.drops", "readOnly", "tmpfs", "init", "privileged", "networkMode"),
+        *("ports.internal", "ports.external", "ports.ip", "ports.protocol"),
+        *("volumes.containerPath", "volumes.volumeName", "volumes.readOnly"),
+        *("healthcheck.tests", "healthcheck.interval", "healthcheck.timeout", "healthcheck.startPeriod"),
+        *("healthcheck.startInterval", "healthcheck.retries", "networksAdvanced.name", "networksAdvanced.aliases"),
+        *("uploads.file", "uploads.content", "uploads.contentBase64", "uploads.executable", "uploads.permissions"),
+        *("uploads.owner", "uploads.group", "wait", "waitTimeout", "mustRun", "destroyGraceSeconds"),
+        "removeVolumes",
+    )
+)
+IGNORED_CONTAINER_INPUTS: Mapping[str, str] = {
+    "attach": "the provider would wait for the container to exit; a service is never waited on here",
+    "logs": "kept only with `attach`, which is not reproduced",
+    "start": "always started (the default, true)",
+    "rm": "AutoRemove is not set (Read's `rm` is still rendered)",
+    "containerReadRefreshTimeoutMilliseconds": "v4.5.0's Read only logs it",
+    "cpus": _NOT_SET_FORCE_NEW,
+    "cpuPeriod": _NOT_SET_IN_PLACE,
+    "cpuQuota": _NOT_SET_IN_PLACE,
+    "deviceReadBps": _NOT_SET_IN_PLACE + " (v4.5.0's Update would apply it)",
+    "deviceReadIops": _NOT_SET_IN_PLACE + " (v4.5.0's Update would apply it)",
+    "deviceWriteBps": _NOT_SET_IN_PLACE + " (v4.5.0's Update would apply it)",
+    "deviceWriteIops": _NOT_SET_IN_PLACE + " (v4.5.0's Update would apply it)",
+    "deviceCgroupRules": "added after v4.5.0, so no rule to follow: " + _NOT_SET_IN_PLACE,
+    **dict.fromkeys(
+        (
+            *("cgroupParent", "cgroupnsMode", "devices", "deviceRequests", "gpus", "dns", "dnsOpts", "dnsSearches"),
+            *("domainname", "groupAdds", "hosts", "ipcMode", "mounts", "pidMode", "platform", "publishAllPorts"),
+            *("runtime", "stdinOpen", "storageOpts", "sysctls", "tty", "ulimits", "usernsMode"),
+        ),
+        _NOT_SET_FORCE_NEW,
+    ),
+    "volumes.hostPath": "no bind of a host path is made: the entry would become an anonymous volume",
+    "volumes.fromContainer": "VolumesFrom is not set (an entry needs a containerPath here)",
+    "volumes.selinuxRelabel": "not added to the bind's mode",
+    **dict.fromkeys(
+        (
+            *("networksAdvanced.ipv4Address", "networksAdvanced.ipv6Address", "networksAdvanced.linkLocalIps"),
+            *("networksAdvanced.macAddress", "networksAdvanced.driverOpts", "networksAdvanced.gwPriority"),
+        ),
+        _NOT_CONNECTED,
+    ),
+    "uploads.source": "a file of the Pulumi host is not read: the upload would be empty",
+    "uploads.sourceHash": "only diffed (it stands for `source`, which is not read)",
+}
+HANDLED_NETWORK_INPUTS = frozenset(
+    {"name", "driver", "internal", "attachable", "options", "labels.label", "labels.value"}
+)
+IGNORED_NETWORK_INPUTS: Mapping[str, str] = {
+    "ingress": "a swarm routing-mesh network: no swarm here",
+    "ipv6": "EnableIPv6 is not set",
+    "ipamDriver": "the daemon's default IPAM is used",
+    "ipamOptions": "the daemon's default IPAM is used",
+    "ipamConfigs": "the daemon's default IPAM is used (subnets are the daemon's choice)",
+}
+HANDLED_VOLUME_INPUTS = frozenset({"name", "driver", "driverOpts", "labels.label", "labels.value"})
+IGNORED_VOLUME_INPUTS: Mapping[str, str] = {"cluster": "a swarm cluster volume: no swarm here"}
+HANDLED_IMAGE_INPUTS = frozenset({"name", "keepLocally", "forceRemove"})
+IGNORED_IMAGE_INPUTS: Mapping[str, str] = {
+    "build": "a `RemoteImage` is not built: the image must be on the daemon (loaded onto the host)",
+    "platform": "nothing is pulled: the image found locally is used whatever its platform",
+    "pullTriggers": "nothing is pulled; like any input change here, a change replaces the resource",
+    "triggers": "like any input change here, a change replaces the resource",
+}
+HANDLED_BUILT_IMAGE_INPUTS = frozenset(
+    (
+        *("imageName", "skipPush", "buildOnPreview", "build.context", "build.dockerfile", "build.args"),
+        *("build.platform", "build.target", "build.network", "build.builderVersion"),
+    )
+)
+IGNORED_BUILT_IMAGE_INPUTS: Mapping[str, str] = {
+    "build.addHosts": "no --add-host is passed to the build",
+    "build.cacheFrom": "no cache image is pulled (no registry is reachable)",
+    "registry": "pushing is refused (skipPush must be true), so no registry is logged in to",
+}
+HANDLED_PROVIDER_INPUTS = frozenset({"host", "sshOpts"})
+IGNORED_PROVIDER_INPUTS: Mapping[str, str] = {
+    **dict.fromkeys(
+        ("caMaterial", "certMaterial", "keyMaterial", "certPath"), "TLS to a tcp:// host is not reproduced"
+    ),
+    "context": "a Docker context, which would override `host`, is not reproduced",
+    "disableDockerDaemonCheck": "the daemon is always checked by connecting to it",
+    "registryAuth": "no registry is reachable",
+}
+HANDLED_COMMAND_INPUTS = frozenset({"create", "update", "delete", "stdin", "environment", "triggers"})
+IGNORED_COMMAND_INPUTS: Mapping[str, str] = {
+    "logging": "only says which output the provider logs; stdout and stderr are kept either way",
+    "interpreter": "always `/bin/sh -c`, the default on Linux",
+    "dir": "runs in this process's working directory, where the provider's default is its own",
+    "assetPaths": "no assets are collected",
+    "archivePaths": "no archive is collected",
+    "addPreviousOutputInEnv": "PULUMI_COMMAND_STDOUT and PULUMI_COMMAND_STDERR of the previous run are not set",
+}
+#: Both tables of each type the realizer applies (the docker provider's own configuration among them).
+INPUT_TABLES: Mapping[str, tuple[frozenset[str], Mapping[str, str]]] = {
+    CONTAINER: (HANDLED_CONTAINER_INPUTS, IGNORED_CONTAINER_INPUTS),
+    NETWORK: (HANDLED_NETWORK_INPUTS, IGNORED_NETWORK_INPUTS),
+    VOLUME: (HANDLED_VOLUME_INPUTS, IGNORED_VOLUME_INPUTS),
+    IMAGE: (HANDLED_IMAGE_INPUTS, IGNORED_IMAGE_INPUTS),
+    BUILT_IMAGE: (HANDLED_BUILT_IMAGE_INPUTS, IGNORED_BUILT_IMAGE_INPUTS),
+    DOCKER_PROVIDER: (HANDLED_PROVIDER_INPUTS, IGNORED_PROVIDER_INPUTS),
+    COMMAND: (HANDLED_COMMAND_INPUTS, IGNORED_COMMAND_INPUTS),
+}
+
+
+def input_entries(type_token: str, path: str) -> list[str]:
+    """The entries of `type_token`'s tables that cover the argument `path` (itself or a parent of it)."""
+    handled, ignored = INPUT_TABLES[type_token]
+    return [entry for entry in (*handled, *ignored) if path == entry or path.startswith(entry + ".")]
+
+
+def input_rule(type_token: str, path: str) -> str | None:
+    """What the realizer does with the argument `path` of `type_token`: "handled", the reason it is ignored,
+    or None when no entry covers it."""
+    handled, ignored = INPUT_TABLES[type_token]
+    entries = input_entries(type_token, path)
+    if not entries:
+        return None
+    return "handled" if entries[0] in handled else ignored[entries[0]]
 
 
 class HostLayer(Protocol):
@@ -340,7 +593,8 @@ def _ns(duration: Any) -> int:
         return 0  # the provider ignores ParseDuration's error, so an invalid value becomes 0
 
 
-#: Components whose whole subtree is the Docker host itself, which the private daemon stands in for.
+#: Components whose whole subtree is the Docker host itself: applied on the host layer when there is one
+#: (the instance and its readiness command; the rest stays on the mock engine), else skipped.
 HOST_LAYER = frozenset({"memos:index:EcsHost"})
 
 
@@ -849,6 +1103,9 @@ class Realizer:
             restart_policy={"Name": inputs.get("restart", "no"), "MaximumRetryCount": inputs.get("maxRetryCount", 0)},
             mem_limit=int(inputs.get("memory") or 0) * MIB or None,
             memswap_limit=(swap * MIB if swap > 0 else swap) or None,
+            mem_reservation=int(inputs.get("memoryReservation") or 0) * MIB or None,
+            cpu_shares=int(inputs.get("cpuShares") or 0) or None,
+            cpuset_cpus=inputs.get("cpuSet") or None,
             shm_size=int(inputs["shmSize"]) * MIB if inputs.get("shmSize") else None,
             log_config={"Type": inputs.get("logDriver") or "json-file", "Config": inputs.get("logOpts") or {}},
             cap_add=capabilities.get("adds") or None,

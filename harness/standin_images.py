@@ -38,7 +38,8 @@ The stand-ins, and the contracts they honour:
   skips inside a container. Unlike the Ubuntu 24.04 image prod pins, it is Debian with older
   cloud-init and Docker; the differences that matter are listed in harness/rehearsal_host.py.
 The copier image itself is not made here: the program builds it from its recipe (ops/copier/), and the
-realizer runs that build on the private daemon as the provider would.
+realizer runs that build on the stack's Docker host as the provider would (for prod, the rehearsal host's
+BuildKit, over ssh).
 """
 
 from __future__ import annotations
