@@ -9,12 +9,13 @@ ssh. A running instance never reads new user data (cloud-init's `ssh_keys` runs 
 and the instance ignores user-data changes), so on such a stack the next `pulumi up` would stop at the
 readiness gate: the host does not hold the pinned key. This tool installs that key on the host:
 
-1. it creates the key in the stack's state if it is not there yet (`pulumi up --target` the key
-   alone: nothing else is touched);
-2. it reads the key from `pulumi stack export --show-secrets` (the stack's passphrase is needed, as
+1. it reads the stack from `pulumi stack export --show-secrets` (the stack's passphrase is needed, as
    for any `pulumi` command);
-3. it logs in trusting only the key the host answers with today: the one in the old known-hosts file,
-   or one whose fingerprint the operator read on the instance's console. It never learns a key;
+2. it logs in trusting only the key the host answers with today: the one in the old known-hosts file,
+   or one whose fingerprint the operator read on the instance's console. It never learns a key, and
+   if this login fails nothing has changed anywhere;
+3. it creates the key in the state if it is not there yet (`pulumi up --target` of the key alone:
+   nothing else is touched);
 4. on the host it checks sshd's configuration with the new key, makes it the host's only key (as
    cloud-init's `ssh_deletekeys` does on a new instance) and restarts sshd: the session it runs in,
    the containers and the instance keep running;
@@ -32,7 +33,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,44 +193,51 @@ def old_trust_options(known_hosts: Path, identity: str) -> list[str]:
     return [*options, "-i", identity] if identity else options
 
 
-def adopt(stack: str, *, known_hosts: Path | None, fingerprint: str | None, say: Any = print) -> None:
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+
+
+def adopt(stack: str, *, known_hosts: Path | None, fingerprint: str | None, say: Callable[[str], None] = print) -> None:
     resources = export(stack)
     urn = key_urn(resources, stack)
     key = stack_key(resources, urn)
-    if key is None:
-        say(f"creating the host key in stack {stack}: pulumi up --target {urn}")
-        created = _pulumi(["up", "--stack", stack, "--target", urn, "--yes", "--skip-preview"], capture=False)
-        if created.returncode != 0:
-            raise AdoptError(f"pulumi up --target {urn} failed (its output is above)")
-        key = stack_key(export(stack), urn)
-        if key is None:
-            raise AdoptError(f"{urn} is still not in stack {stack} after the targeted up")
     user, address = login(resources, stack)
     identity = private_key_path(stack)
-    target = SshTarget(user=user, private_key_path=identity, host_key=key.public)
-    pinned = subprocess.run([*ssh_argv(target, address), "true"], capture_output=True, text=True, check=False)
-    if pinned.returncode == 0:
-        say(f"ok the host at {address} already answers with the stack's key {target.host_key_fingerprint}")
-        return
+    if key is not None:
+        target = SshTarget(user=user, private_key_path=identity, host_key=key.public)
+        pinned = subprocess.run([*ssh_argv(target, address), "true"], capture_output=True, text=True, check=False)
+        if pinned.returncode == 0:
+            say(f"ok the host at {address} already answers with the stack's key {target.host_key_fingerprint}")
+            return
     with tempfile.TemporaryDirectory(prefix="memos-adopt-") as work:
+        # The trust of today first: a wrong file or fingerprint changes nothing, not even the state.
         trusted = trusted_today(address, known_hosts, fingerprint, Path(work))
-        trusting = fingerprint or str(trusted)
-        say(f"ok logging in to {user}@{address}, trusting only the host key in {trusting}")
+        old_login = ["ssh", *old_trust_options(trusted, identity), f"{user}@{address}"]
+        checked = subprocess.run([*old_login, "true"], capture_output=True, text=True, check=False)
+        if checked.returncode != 0:
+            message = _last_line(checked)
+            raise AdoptError(f"cannot log in to {user}@{address} with the host key trusted today: {message}")
+        say(f"ok logged in to {user}@{address}, trusting only the host key in {fingerprint or trusted}")
+        if key is None:
+            say(f"creating the host key in stack {stack}: pulumi up --target {urn}")
+            created = _pulumi(["up", "--stack", stack, "--target", urn, "--yes", "--skip-preview"], capture=False)
+            if created.returncode != 0:
+                raise AdoptError(f"pulumi up --target {urn} failed (its output is above)")
+            key = stack_key(export(stack), urn)
+            if key is None:
+                raise AdoptError(f"{urn} is still not in stack {stack} after the targeted up")
+        target = SshTarget(user=user, private_key_path=identity, host_key=key.public)
         remote = f"sh -c {shlex.quote(INSTALL_SCRIPT)} memos-adopt-host-key {shlex.quote(key.public)}"
         if user != "root":
             remote = f"sudo -n {remote}"
-        installed = subprocess.run(
-            ["ssh", *old_trust_options(trusted, identity), f"{user}@{address}", remote],
-            input=key.private, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        installed = subprocess.run([*old_login, remote], input=key.private, capture_output=True, text=True,
+                                   check=False)  # fmt: skip
     if installed.returncode != 0:
-        message = (installed.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise AdoptError(f"installing the key on {address} failed, the host keeps its key: {message}")
+        raise AdoptError(f"installing the key on {address} failed, the host keeps its key: {_last_line(installed)}")
     say(f"ok the host's only SSH key is now the stack's {target.host_key_fingerprint}; sshd restarted")
     verified = subprocess.run([*ssh_argv(target, address), "true"], capture_output=True, text=True, check=False)
     if verified.returncode != 0:
-        message = (verified.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise AdoptError(f"the host does not answer with the pinned key after the install: {message}")
+        raise AdoptError(f"the host does not answer with the pinned key after the install: {_last_line(verified)}")
     say(
         f"ok the pinned ssh options reach the host; run `pulumi up --stack {stack}` (the preview warns that cloud-init "
         "changed until the instance is next replaced: the running host already has what it adds)"

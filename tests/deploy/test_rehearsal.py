@@ -401,7 +401,7 @@ def fake_pulumi_with_export(bin_dir: Path, prod: RehearsalDeployment) -> Path:
         f'cd "{bin_dir}" && echo "$*" >> calls.log\n'
         'case "$*" in\n'
         '  "stack export --show-secrets --stack prod") [ -f created ] && exec cat after.json; exec cat before.json ;;\n'
-        f'  "up --stack prod --target {urn} --yes --skip-preview") touch created; exit 0 ;;\n'
+        f"  'up --stack prod --target {urn} --yes --skip-preview') touch created; exit 0 ;;\n"  # the URN has a $
         f'  "config get memos:sshPrivateKeyPath --stack prod") echo "{prod.key.path}"; exit 0 ;;\n'
         "esac\n"
         "exit 2\n"
@@ -418,14 +418,9 @@ def test_a_host_deployed_before_keys_were_pinned_adopts_the_stacks_key_without_a
     (the fake only records it) and Ubuntu's socket-activated sshd (Debian's ssh.service restarts here)."""
     host = host_of(prod)
     assert prod.run is not None and host.container is not None
-    assert host.run("rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -A && systemctl restart ssh")[0] == 0
-    scanned = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ecdsa", host.address], capture_output=True,
-                             text=True, check=True)  # fmt: skip
-    old_known_hosts = tmp_path / "memos-prod.known_hosts"
-    old_known_hosts.write_text(scanned.stdout)
-    gate = prod.realizer.run_shell(str(prod.run.by_name("host-docker-ready").inputs["create"]))
-    assert gate.returncode == 1  # what the next `pulumi up` would meet
+    pinned = " ".join(str(prod.run.by_name("host-ssh-host-key").mock_outputs["publicKeyOpenssh"]).split()[:2])
     started = {str(c.name): c.attrs["State"]["StartedAt"] for c in prod.client.containers.list()}
+    host.container.reload()
     booted = host.container.attrs["State"]["StartedAt"]
     calls = fake_pulumi_with_export(tmp_path / "bin", prod)
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
@@ -435,19 +430,34 @@ def test_a_host_deployed_before_keys_were_pinned_adopts_the_stacks_key_without_a
                                *trust], env=env, cwd=ROOT, capture_output=True, text=True, check=False,
                               timeout=120)  # fmt: skip
 
-    keys_before = host.run("cat /etc/ssh/ssh_host_*_key.pub")[1]
-    wrong = adopt("--fingerprint", "SHA256:" + "A" * 43)
-    assert wrong.returncode == 1
-    [line] = wrong.stderr.splitlines()
-    assert line.startswith(f"error: the host at {host.address} offers no key with fingerprint SHA256:AAAA")
-    assert host.run("cat /etc/ssh/ssh_host_*_key.pub")[1] == keys_before
+    host.run("mkdir -p /root/pinned && cp /etc/ssh/ssh_host_ed25519_key* /root/pinned/")
+    try:
+        assert host.run("rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -A && systemctl restart ssh")[0] == 0
+        scanned = subprocess.run(["ssh-keyscan", "-T", "10", "-t", "ecdsa", host.address], capture_output=True,
+                                 text=True, check=True)  # fmt: skip
+        old_known_hosts = tmp_path / "memos-prod.known_hosts"
+        old_known_hosts.write_text(scanned.stdout)
+        gate = prod.realizer.run_shell(str(prod.run.by_name("host-docker-ready").inputs["create"]))
+        assert gate.returncode == 1  # what the next `pulumi up` would meet
 
-    adopted = adopt("--known-hosts", str(old_known_hosts))
-    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+        keys_before = host.run("cat /etc/ssh/ssh_host_*_key.pub")[1]
+        wrong = adopt("--fingerprint", "SHA256:" + "A" * 43)
+        assert wrong.returncode == 1
+        [line] = wrong.stderr.splitlines()
+        assert line.startswith(f"error: the host at {host.address} offers no key with fingerprint SHA256:AAAA")
+        assert host.run("cat /etc/ssh/ssh_host_*_key.pub")[1] == keys_before
+        # Nor the state: the key is made only after the login with today's trust worked.
+        assert not [call for call in calls.read_text().splitlines() if call.startswith("up ")]
+
+        adopted = adopt("--known-hosts", str(old_known_hosts))
+        assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    finally:
+        if host.run("cat /etc/ssh/ssh_host_ed25519_key.pub")[1].strip() != pinned:  # failed half-way: as it was
+            host.run("rm -f /etc/ssh/ssh_host_* && cp /root/pinned/* /etc/ssh/ && systemctl restart ssh")
+        host.run("rm -rf /root/pinned")
     assert f"up --stack prod --target {prod.run.by_name('host-ssh-host-key').urn} --yes --skip-preview" in (
         calls.read_text().splitlines()
     )
-    pinned = " ".join(str(prod.run.by_name("host-ssh-host-key").mock_outputs["publicKeyOpenssh"]).split()[:2])
     assert host.run("ls /etc/ssh/ | grep ssh_host_")[1].split() == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
     assert host.run("cat /etc/ssh/ssh_host_ed25519_key.pub")[1].strip() == pinned
     # No reboot, no container restarted, and the next up passes the gate and changes nothing.
