@@ -94,7 +94,8 @@ class Deployment:
         self.realizer.client, self.realizer.api = self.daemon_client, self.daemon_client.api
 
     def run_program(self) -> StackRun:
-        return run_program(self.stack, self.overrides, secrets=self.secrets)
+        # The previous run stands for the state: ignored inputs keep their deployed values, as in the engine.
+        return run_program(self.stack, self.overrides, secrets=self.secrets, deployed=self.run)
 
     def up(self, **changes: Any) -> list[Step]:
         """`pulumi up` with the config changed by `changes` (secrets: keys ending in ApiKey)."""

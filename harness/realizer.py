@@ -119,9 +119,11 @@ Deviations, each also named where it happens:
   rehearsal host's dockerd has the bridge, so there the provider's way is followed;
 - no registry: see `RemoteImage`; a build that would push is refused, and a Dockerfile outside its context
   is not reproduced;
-- `ignore_changes` on the docker resources takes the ignored properties out of the diff, but a replacement
-  is created with the program's new values, where the engine (processIgnoreChanges) creates it with the
-  deployed ones. Only the instance's `userData` follows the engine;
+- `ignore_changes` is applied in two places: the mock engine's run against the previous one (both tiers'
+  deployments make each run so) gives an ignored property its deployed value, as processIgnoreChanges does,
+  so a replacement is created with the deployed value too [engine]; and the diff leaves ignored properties
+  out. A run handed to `apply` that was not made against the previous one (a test's hand-edited run) has
+  the program's new values in its replacements;
 - the mock engine records `delete_before_replace` as a value only, so an option the program leaves unset
   counts as false. For a container the engine would then follow the provider, which asks for
   delete-before-replace [docker native, provider/resources.go]. The program sets the option on every
