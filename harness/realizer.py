@@ -444,6 +444,16 @@ def _empty(value: Any) -> bool:
     return value in (None, "", [], {}, 0, False)
 
 
+def _changed_inputs(registered: Registered, previous: Applied, inputs: Mapping[str, Any]) -> list[str]:
+    """The top-level inputs that differ from the deployed ones, `ignore_changes` left out [engine]."""
+    ignored = set(registered.options.get("ignore_changes") or [])
+    return [
+        k
+        for k in sorted(set(previous.inputs) | set(inputs))
+        if k not in ignored and _normal(k, previous.inputs.get(k)) != _normal(k, inputs.get(k))
+    ]
+
+
 def _normal(key: str, value: Any) -> Any:  # noqa: PLR0911 (one return per attribute kind)
     if value is None:
         return None
@@ -870,13 +880,8 @@ class Realizer:
         create: Callable[[], Applied],
         pending: list[Applied],
     ) -> Applied:
-        ignored = set(registered.options.get("ignore_changes") or [])
         if previous is not None:
-            changed = [
-                k
-                for k in sorted(set(previous.inputs) | set(inputs))
-                if k not in ignored and _normal(k, previous.inputs.get(k)) != _normal(k, inputs.get(k))
-            ]
+            changed = _changed_inputs(registered, previous, inputs)
             if not changed:
                 self.steps.append(Step("same", registered.name))
                 return Applied(registered, inputs, previous.state, previous.real_id, previous.outputs)
@@ -1220,12 +1225,7 @@ class Realizer:
             self._replaced_first.discard(registered.urn)
             self.steps.append(Step(op, registered.name))
             return result
-        ignored = set(registered.options.get("ignore_changes") or [])
-        changed = [
-            k
-            for k in sorted(set(previous.inputs) | set(inputs))
-            if k not in ignored and _normal(k, previous.inputs.get(k)) != _normal(k, inputs.get(k))
-        ]
+        changed = _changed_inputs(registered, previous, inputs)
         if not changed:
             self.steps.append(Step("same", registered.name))
             return Applied(registered, inputs, previous.state, previous.real_id, previous.outputs)

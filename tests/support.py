@@ -237,3 +237,13 @@ def stack_export(run: StackRun, *, without: Sequence[str] = ()) -> dict[str, Any
             "outputs": {k: secret(v) if k in secret_outputs else v for k, v in registered.mock_outputs.items()},
         })  # fmt: skip
     return {"version": 3, "deployment": {"manifest": {"version": "v3.276.0"}, "resources": resources}}
+
+
+def manual_dump(deployment: Deployment) -> str:
+    """Take a dump with the backup container's own script, as an operator would; its file name."""
+    code, made = run_in(deployment.container("backup_container"),
+                        ["/bin/sh", "/usr/local/bin/memos-backup", "run", "manual"])  # fmt: skip
+    assert code == 0, made
+    dump = re.search(r"(memos-\S+-manual\.dump)", made)
+    assert dump is not None, made
+    return dump[1]

@@ -34,7 +34,7 @@ from harness.deployment import UPGRADE_RELEASE, Deployment, docker_env, http_get
 from harness.docker_daemon import PrivateDockerd
 from harness.mock_engine import StackRun, run_program
 from harness.realizer import RealizeError, buildkit_cli, container_diff, context_files, render_read
-from tests.support import container_ids, fake_pulumi, insert_memos, ops, same_setting
+from tests.support import container_ids, fake_pulumi, insert_memos, manual_dump, ops, same_setting
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,18 +197,14 @@ def test_a_dump_restored_with_scripts_restore_brings_back_rows_and_the_hnsw_inde
 ) -> None:
     dev.up()
     insert_memos(dev, 30)
-    backup = dev.container("backup_container")
-    code, made = run_in(backup, ["/bin/sh", "/usr/local/bin/memos-backup", "run", "manual"])
-    assert code == 0, made
-    dump = re.search(r"(memos-\S+-manual\.dump)", made)
-    assert dump is not None
+    dump = manual_dump(dev)
     dev.sql("DELETE FROM memo WHERE id % 2 = 0")
     dev.sql("DROP INDEX idx_memo_embedding")
     assert dev.sql("SELECT count(*) FROM memo") == ["15"]
     fake_pulumi(tmp_path / "bin", "dev", dict(dev.outputs))
     env = docker_env(on_dockerd) | {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
     result = subprocess.run(
-        [str(ROOT / "scripts/restore"), "--stack", "dev", dump[1], "--yes"],
+        [str(ROOT / "scripts/restore"), "--stack", "dev", dump, "--yes"],
         env=env, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

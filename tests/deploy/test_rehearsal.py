@@ -49,7 +49,7 @@ from harness.rehearsal import RehearsalDeployment
 from harness.rehearsal_host import GATEWAY, seed_user_data
 from lib.cloud_init import INSTALL_DOCKER_SCRIPT
 from tests.conftest import PROD_SECRETS
-from tests.support import completed_dumps, fake_pulumi, insert_memos, ops, pins, stack_export
+from tests.support import completed_dumps, fake_pulumi, insert_memos, manual_dump, ops, pins, stack_export
 
 pytestmark = pytest.mark.rehearsal
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,15 +167,11 @@ def test_an_app_upgrade_takes_its_dump_before_the_old_app_stops(prod: RehearsalD
 def test_scripts_restore_and_tools_verify_work_against_prod_over_its_ssh_command(
     prod: RehearsalDeployment, tmp_path: Path
 ) -> None:
-    backup = prod.container("backup_container")
-    code, made = run_in(backup, ["/bin/sh", "/usr/local/bin/memos-backup", "run", "manual"])
-    assert code == 0, made
-    dump = re.search(r"(memos-\S+-manual\.dump)", made)
-    assert dump is not None
+    dump = manual_dump(prod)
     prod.sql("DELETE FROM memo WHERE id % 2 = 0")
     fake_pulumi(tmp_path / "bin", "prod", dict(prod.outputs))
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
-    restored = subprocess.run([str(ROOT / "scripts/restore"), "--stack", "prod", dump[1], "--yes"], env=env,
+    restored = subprocess.run([str(ROOT / "scripts/restore"), "--stack", "prod", dump, "--yes"], env=env,
                               capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert prod.sql("SELECT count(*) FROM memo") == ["12"]
